@@ -1,0 +1,5 @@
+import sys
+
+from xsyn.cli import main
+
+sys.exit(main())

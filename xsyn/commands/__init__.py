@@ -1,0 +1,1 @@
+"""One module per ``xsyn`` subcommand: argument parsing and a call into the package."""

@@ -1,0 +1,124 @@
+"""Configuration: one YAML, schema-validated, profiles layered over the smoke default.
+
+The smoke profile (``config/smoke.yaml``) holds every key with its default; other
+profiles (``config/paper.yaml``) and command-line overrides are deep-merged over it, in
+the same way Snakemake merges ``--configfile`` over the Snakefile's ``configfile``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = Path(os.environ.get("XSYN_CONFIG_DIR", REPO_ROOT / "config"))
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_PROFILE = "smoke"
+
+
+class ConfigError(ValueError):
+    """A config value is missing, mistyped or unknown; the message names the key."""
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict update (lists and scalars replace, mappings merge)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def profile_path(name_or_path: str | os.PathLike) -> Path:
+    """``"paper"`` → ``config/paper.yaml``; a path is returned as is."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return CONFIG_DIR / f"{p}.yaml"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"synthesis.car.enabled=false"`` → (["synthesis", "car", "enabled"], False)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def set_key(cfg: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = cfg
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def validate(cfg: Mapping[str, Any], source: str = "config") -> None:
+    """Validate against the JSON schema; the error names the offending key path."""
+    import jsonschema
+
+    schema = read_yaml(SCHEMA_PATH)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+            lines.append(f"  {where}: {e.message}")
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines))
+
+
+def load_config(
+    profiles: Iterable[str | os.PathLike] = (),
+    overrides: Iterable[str] = (),
+    json_overrides: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Smoke defaults ← each profile file ← JSON fragments ← ``key=value`` overrides."""
+    cfg = read_yaml(profile_path(DEFAULT_PROFILE))
+    sources = [str(profile_path(DEFAULT_PROFILE))]
+    for prof in profiles:
+        path = profile_path(prof)
+        cfg = deep_merge(cfg, read_yaml(path))
+        sources.append(str(path))
+    for fragment in json_overrides:
+        try:
+            cfg = deep_merge(cfg, json.loads(fragment))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config-json: malformed JSON: {e}") from None
+    for item in overrides:
+        keys, value = parse_override(item)
+        set_key(cfg, keys, value)
+    validate(cfg, " + ".join(sources))
+    return cfg
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

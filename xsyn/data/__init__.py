@@ -1,0 +1,1 @@
+"""Datasets: the on-disk contract, importers, the phantom simulator, splits, YOLO export."""
