@@ -1,0 +1,1 @@
+"""Baselines every claim is compared with: TIP two-stage compositing, plain GLIGEN."""

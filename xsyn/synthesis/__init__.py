@@ -1,0 +1,1 @@
+"""Synthesis: XsynPipeline, layouts (Xsyn-M / Xsyn-A), attention capture, CAR, BOM, shards."""
