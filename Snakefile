@@ -1,0 +1,44 @@
+# xsyn workflow: phantom → prepare → finetune → synthesize → train detectors → evaluate → tables.
+#
+#   snakemake --cores all                                # smoke profile (default, CPU, minutes)
+#   snakemake --cores all --configfile config/paper.yaml # paper profile (GPU, local weights)
+#   snakemake --report results/report.html               # one HTML report
+#
+# Rules are thin: each calls the `xsyn` CLI, passing only the config sections it reads
+# (as JSON), so changing one value re-runs only the rules that depend on it.
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+import xsyn.env
+
+xsyn.env.ensure_offline()
+
+configfile: "config/smoke.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/generator.smk"
+include: "workflow/rules/synthesis.smk"
+include: "workflow/rules/detection.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/tables/main.md",
+        "results/metrics.json",
+        grids=expand("results/grids/{source}.png", source=grid_sources()),
+    default_target: True
+
+
+onsuccess:
+    print_results_table()

@@ -1,0 +1,62 @@
+# Shared helpers of the rules: config fragments, the experiment matrix, paths.
+
+import json
+from pathlib import Path
+
+DATASET = config["dataset"]["name"]
+# Torch jobs take up to 8 cores each (Snakemake exports OMP_NUM_THREADS=threads to them).
+TORCH_THREADS = max(1, min(workflow.cores, 8))
+DIFFUSION_METHODS = {"xsyn-a", "xsyn-m", "gligen-plain", "xsyn-a-nocar", "xsyn-a-nobom", "free"}
+
+
+def cfg_json(*sections):
+    """The named config sections as one JSON fragment for `xsyn --config-json`.
+
+    Passed through `params:`, so Snakemake re-runs a rule exactly when one of the
+    sections it reads changes (and not when an unrelated section does).
+    """
+    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
+
+
+def model_stem(model):
+    return Path(model).stem
+
+
+def detection_sources():
+    return [str(s) for s in config["detection"]["sources"]]
+
+
+def synthetic_methods():
+    """Synthetic sets the matrix needs: the configured methods plus any used by a source."""
+    needed = set(config["synthesis"]["methods"])
+    for source in detection_sources():
+        if source != "none":
+            needed.update(source.split("+"))
+    return sorted(needed)
+
+
+def share_tag(share):
+    share = float(share)
+    return f"{int(share):d}" if share.is_integer() else f"{share:g}"
+
+
+def metric_files():
+    return expand(
+        "results/metrics/{dataset}/{model}/{source}/p{share}/s{seed}.json",
+        dataset=DATASET,
+        model=[model_stem(m) for m in config["detection"]["models"]],
+        source=detection_sources(),
+        share=[share_tag(s) for s in config["detection"]["shares"]],
+        seed=config["detection"]["seeds"],
+    )
+
+
+def grid_sources():
+    return ["real"] + synthetic_methods()
+
+
+def print_results_table():
+    table = Path("results/tables/main.md")
+    if table.exists():
+        print("\n" + table.read_text())
+        print("Full report: snakemake --report results/report.html (`make run` builds it).")
