@@ -1,0 +1,353 @@
+"""Model factory: the GLIGEN components, tiny (from a small config) or pretrained (local folders).
+
+Both paths return the same classes (DESIGN §2, §5), so fine-tuning, synthesis, CAR and BOM
+run one code path whether the UNet has 2 M or 900 M parameters. The tokenizer is always the
+real CLIP BPE, so class names split into the same word pieces as with Stable Diffusion
+("Powerbank" → power + bank), which matters to CAR's token-to-word mapping.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import math
+import os
+from dataclasses import dataclass
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from xsyn.env import cache_root
+from xsyn.io import atomic_dir, write_json
+
+PIPELINE_CLASS = "StableDiffusionGLIGENPipeline"
+COMPONENT_NAMES = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+CLIP_VOCAB_SIZE = 49408
+CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+
+# Stable Diffusion's noise schedule (the one GLIGEN 1.4 was trained with).
+SD_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+
+
+@dataclass
+class GeneratorComponents:
+    """What a GLIGEN pipeline is made of; the training loop and the synthesis pipeline share it."""
+
+    unet: UNet2DConditionModel  # attention_type="gated", in_channels 4 (generation) or 9 (inpainting)
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: DDIMScheduler
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def is_inpainting(self) -> bool:
+        return self.unet.config.in_channels == 9
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte → printable unicode table (the first 256 vocabulary entries)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def _open_clip_bpe_path() -> Path:
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the CLIP BPE vocabulary ships with the PyPI package open-clip-torch, which is not installed"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: CLIP BPE vocabulary not found in the open_clip package")
+    return path
+
+
+def write_clip_vocab(folder: str | os.PathLike) -> None:
+    """Convert open_clip's BPE file into the HF ``vocab.json`` + ``merges.txt`` pair.
+
+    Same construction as open_clip's ``SimpleTokenizer``: 256 byte symbols, the same with
+    ``</w>``, one token per merge (48 894 merges), then the two special tokens → 49 408 ids.
+    """
+    folder = Path(folder)
+    lines = gzip.open(_open_clip_bpe_path()).read().decode("utf-8").split("\n")
+    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    vocab = list(_bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab += ["".join(m) for m in merges]
+    vocab += [CLIP_BOS, CLIP_EOS]
+    assert len(vocab) == CLIP_VOCAB_SIZE, len(vocab)
+    write_json(folder / "vocab.json", {tok: i for i, tok in enumerate(vocab)}, indent=None)
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
+
+
+def load_clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
+    """The real CLIP BPE tokenizer, built offline from open_clip's vocabulary (cached)."""
+    folder = cache_root() / "clip_tokenizer"
+    if not (folder / "vocab.json").is_file() or not (folder / "merges.txt").is_file():
+        with atomic_dir(folder) as tmp:
+            write_clip_vocab(tmp)
+    # transformers 5: CLIPTokenizer(vocab_file=..., merges_file=...) silently ignores the
+    # files; from_pretrained reads them.
+    tok = CLIPTokenizer.from_pretrained(folder, model_max_length=model_max_length)
+    if len(tok) != CLIP_VOCAB_SIZE:
+        raise RuntimeError(f"{folder}: CLIP tokenizer has {len(tok)} tokens, expected {CLIP_VOCAB_SIZE}")
+    return tok
+
+
+# ---------------------------------------------------------------------------- tiny models
+
+
+def _group_count(channels: list[int], cap: int = 32) -> int:
+    """GroupNorm group count dividing every channel width (32 for SD-like widths)."""
+    return math.gcd(reduce(math.gcd, channels), cap)
+
+
+def sd_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(**SD_SCHEDULER_CONFIG)
+
+
+def build_tiny_components(
+    tiny: dict[str, Any], resolution: int, inpaint: bool = False, seed: int = 0
+) -> GeneratorComponents:
+    """Randomly initialised, GLIGEN-shaped components small enough to train on a CPU.
+
+    With the smoke sizes (128 px, VAE ×4, UNet [32, 64]) cross-attention runs at 32×32
+    and 16×16 latent resolution, so CAR finds its 16×16 maps in the down and up blocks.
+    """
+    vae_ch = list(tiny["vae_channels"])
+    unet_ch = list(tiny["unet_channels"])
+    vae_factor = 2 ** (len(vae_ch) - 1)
+    if resolution % (vae_factor * 2 ** (len(unet_ch) - 1)):
+        raise ValueError(
+            f"generator.resolution {resolution} must be divisible by the VAE factor {vae_factor} "
+            f"times the UNet's downsampling {2 ** (len(unet_ch) - 1)}"
+        )
+    if tiny["text_hidden_size"] != tiny["cross_attention_dim"]:
+        # GLIGEN feeds the text encoder's pooled phrase embedding to the position net,
+        # whose input width is the UNet's cross_attention_dim.
+        raise ValueError(
+            f"generator.tiny.text_hidden_size ({tiny['text_hidden_size']}) must equal "
+            f"cross_attention_dim ({tiny['cross_attention_dim']})"
+        )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_ch),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_ch),
+        block_out_channels=tuple(vae_ch),
+        layers_per_block=1,
+        latent_channels=tiny.get("latent_channels", 4),
+        norm_num_groups=_group_count(vae_ch),
+        sample_size=resolution,
+        scaling_factor=1.0,  # set from data after VAE pre-training
+    )
+    unet = UNet2DConditionModel(
+        sample_size=resolution // vae_factor,
+        in_channels=9 if inpaint else tiny.get("latent_channels", 4),
+        out_channels=tiny.get("latent_channels", 4),
+        block_out_channels=tuple(unet_ch),
+        down_block_types=("CrossAttnDownBlock2D",) * len(unet_ch),
+        up_block_types=("CrossAttnUpBlock2D",) * len(unet_ch),
+        layers_per_block=tiny["layers_per_block"],
+        cross_attention_dim=tiny["cross_attention_dim"],
+        attention_head_dim=tiny["attention_head_dim"],
+        norm_num_groups=_group_count(unet_ch),
+        attention_type="gated",
+    )
+    tokenizer = load_clip_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=CLIP_VOCAB_SIZE,
+            hidden_size=tiny["text_hidden_size"],
+            intermediate_size=4 * tiny["text_hidden_size"],
+            num_hidden_layers=tiny["text_layers"],
+            num_attention_heads=tiny["text_heads"],
+            max_position_embeddings=tokenizer.model_max_length,
+            projection_dim=tiny["text_hidden_size"],
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    return GeneratorComponents(unet, vae, text_encoder, tokenizer, sd_scheduler())
+
+
+# ---------------------------------------------------------------------------- pretrained
+
+
+def _gated_unet_from_plain(path: str | os.PathLike) -> UNet2DConditionModel:
+    """A plain SD UNet with fresh GLIGEN layers (gates at 0, so it starts as plain SD)."""
+    plain = UNet2DConditionModel.from_pretrained(path, local_files_only=True)
+    if plain.config.get("attention_type") in ("gated", "gated-text-image"):
+        return plain
+    cfg = dict(plain.config)
+    cfg["attention_type"] = "gated"
+    unet = UNet2DConditionModel.from_config(cfg)
+    missing, unexpected = unet.load_state_dict(plain.state_dict(), strict=False)
+    bad = [k for k in missing if ".fuser." not in k and not k.startswith("position_net.")]
+    if bad or unexpected:
+        raise ValueError(f"{path}: UNet weights do not fit a gated UNet: missing {bad[:5]}, unexpected {unexpected[:5]}")
+    return unet
+
+
+def load_pretrained_components(paths: dict[str, Any], inpaint: bool = False) -> GeneratorComponents:
+    """Load from local folders: ``paths["pipeline"]`` (a diffusers GLIGEN folder) and/or
+    separate ``unet`` / ``vae`` / ``text_encoder`` / ``tokenizer`` folders (which win).
+
+    A UNet without gated layers (plain SD 1.4) gets fresh ones; ``inpaint`` widens a
+    4-channel ``conv_in`` to 9 channels with zero weights on the new inputs.
+    """
+    pipe = paths.get("pipeline")
+    if pipe is not None and not Path(pipe).is_dir():
+        raise FileNotFoundError(f"generator.pretrained.pipeline: folder {pipe} not found")
+
+    def where(name: str) -> tuple[str, dict[str, Any]]:
+        if paths.get(name):
+            if not Path(paths[name]).is_dir():
+                raise FileNotFoundError(f"generator.pretrained.{name}: folder {paths[name]} not found")
+            return str(paths[name]), {}
+        if pipe is None:
+            raise ValueError(f"generator.pretrained: set 'pipeline' or '{name}' to a local folder")
+        return str(pipe), {"subfolder": name}
+
+    upath, ukw = where("unet")
+    unet = _gated_unet_from_plain(Path(upath, ukw.get("subfolder", "")))
+    vpath, vkw = where("vae")
+    vae = AutoencoderKL.from_pretrained(vpath, local_files_only=True, **vkw)
+    tpath, tkw = where("text_encoder")
+    text_encoder = CLIPTextModel.from_pretrained(tpath, local_files_only=True, **tkw)
+    if paths.get("tokenizer") or (pipe is not None and Path(pipe, "tokenizer").is_dir()):
+        kpath, kkw = where("tokenizer")
+        tokenizer = CLIPTokenizer.from_pretrained(Path(kpath, kkw.get("subfolder", "")))
+    else:
+        tokenizer = load_clip_tokenizer()
+    if pipe is not None and Path(pipe, "scheduler").is_dir():
+        scheduler = DDIMScheduler.from_pretrained(pipe, subfolder="scheduler", local_files_only=True)
+    else:
+        scheduler = sd_scheduler()
+    if inpaint and unet.config.in_channels != 9:
+        unet = widen_conv_in(unet, 9)
+    return GeneratorComponents(unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def build_components(cfg: dict[str, Any], inpaint: bool = False) -> GeneratorComponents:
+    """Dispatch on ``cfg["generator"]["kind"]`` (tiny | pretrained)."""
+    gen = cfg["generator"]
+    if gen["kind"] == "tiny":
+        return build_tiny_components(gen["tiny"], gen["resolution"], inpaint, seed=cfg.get("seed", 0))
+    if gen["kind"] == "pretrained":
+        return load_pretrained_components(gen.get("pretrained", {}), inpaint)
+    raise ValueError(f"generator.kind: unknown kind {gen['kind']!r} (tiny | pretrained)")
+
+
+# ---------------------------------------------------------------------------- conv_in widening
+
+
+def widen_conv_in(unet: UNet2DConditionModel, in_channels: int = 9) -> UNet2DConditionModel:
+    """Grow ``conv_in`` (4 → 9 for GLIGEN inpainting) with zero weights on the new channels.
+
+    The widened model's output equals the old one's whatever the extra inputs hold, so the
+    inpainting stage starts exactly where the generation stage ended. In place; returns unet.
+    """
+    old = unet.conv_in
+    if in_channels < old.in_channels:
+        raise ValueError(f"cannot narrow conv_in from {old.in_channels} to {in_channels} channels")
+    if in_channels == old.in_channels:
+        return unet
+    new = torch.nn.Conv2d(
+        in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+        device=old.weight.device, dtype=old.weight.dtype,
+    )
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=in_channels)
+    return unet
+
+
+# ---------------------------------------------------------------------------- save / load
+
+
+def save_generator(components: GeneratorComponents, path: str | os.PathLike) -> None:
+    """Write a diffusers ``StableDiffusionGLIGENPipeline`` folder (safetensors), atomically."""
+    with atomic_dir(path) as tmp:
+        for name in COMPONENT_NAMES:
+            obj = getattr(components, name)
+            if name in ("unet", "vae", "text_encoder"):
+                obj.save_pretrained(tmp / name, safe_serialization=True)
+            else:
+                obj.save_pretrained(tmp / name)
+        import diffusers
+
+        index = {
+            "_class_name": PIPELINE_CLASS,
+            "_diffusers_version": diffusers.__version__,
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+            "scheduler": ["diffusers", type(components.scheduler).__name__],
+            "text_encoder": ["transformers", type(components.text_encoder).__name__],
+            "tokenizer": ["transformers", type(components.tokenizer).__name__],
+            "unet": ["diffusers", type(components.unet).__name__],
+            "vae": ["diffusers", type(components.vae).__name__],
+        }
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def load_generator(
+    path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> GeneratorComponents:
+    """Read a folder written by :func:`save_generator` (or any diffusers GLIGEN folder)."""
+    path = Path(path)
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
+    kw: dict[str, Any] = {"local_files_only": True}
+    if dtype is not None:
+        kw["torch_dtype"] = dtype
+    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kw)
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kw)
+    text_encoder = CLIPTextModel.from_pretrained(
+        path, subfolder="text_encoder", local_files_only=True, dtype=dtype
+    )
+    tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
+    scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
+    if device is not None:
+        for m in (unet, vae, text_encoder):
+            m.to(device)
+    for m in (unet, vae, text_encoder):
+        m.eval()
+    return GeneratorComponents(unet, vae, text_encoder, tokenizer, scheduler)
