@@ -15,11 +15,15 @@ import contextlib
 import copy
 import io
 import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from xsyn.data.contract import DatasetError
+from xsyn.io import write_json
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -159,3 +163,50 @@ def coco_evaluate(
         "n_detections": len(detections),
         "summary": summary.getvalue(),
     }
+
+
+def predictions_path(out: str | os.PathLike, split: str) -> Path:
+    """``results/metrics/…/s0.json`` → ``results/metrics/…/s0.predictions.test.json``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.predictions.{split}.json")
+
+
+def evaluate_weights(
+    weights: str | os.PathLike,
+    dataset: str | os.PathLike,
+    splits: Sequence[str],
+    out: str | os.PathLike,
+    det_cfg: Mapping[str, Any],
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Predict on each real split, write the COCO results, score them, write ``out``.
+
+    The metrics JSON carries the run identity (from ``run.json`` beside the weights) so
+    aggregation never has to parse paths.
+    """
+    from xsyn.data.contract import load_split
+    from xsyn.detection.predict import load_detector, predict_coco
+    from xsyn.detection.train import read_run
+
+    if not splits:
+        raise ValueError("no split to evaluate")
+    dataset = Path(dataset)
+    model, class_to_cat = load_detector(weights)
+    run = read_run(weights)
+    identity = {key: run.get(key) for key in ("dataset", "model", "source", "share", "seed")}
+    identity["dataset"] = identity["dataset"] or dataset.name
+    metrics: dict[str, Any] = {"run": {**identity, "weights": str(weights)}, "splits": {}}
+    for split in splits:
+        coco = load_split(dataset, split)
+        dets = predict_coco(
+            model, class_to_cat, coco, dataset / "images",
+            conf=det_cfg["conf"], iou=det_cfg["iou"], max_det=int(det_cfg.get("max_det", 100)),
+            imgsz=det_cfg["imgsz"], batch=det_cfg.get("batch", 1), device=device, desc=f"predict {split}",
+        )
+        pred_path = predictions_path(out, split)
+        write_json(pred_path, dets, indent=None)
+        result = coco_evaluate(coco, dets, source=str(pred_path))
+        result["predictions"] = pred_path.name
+        metrics["splits"][split] = result
+    write_json(out, metrics)
+    return metrics

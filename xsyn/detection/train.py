@@ -1,0 +1,137 @@
+"""Train one ultralytics detector (YOLO family or RT-DETR) on a real + synthetic mix.
+
+Models are built from a model ``.yaml`` (random init), never from a downloaded ``.pt``; a
+``.pt`` is accepted only when it is an existing local file. With ``pretrain_synthetic``
+the run first trains on the synthetic sets alone, then fine-tunes those weights on the
+real subset. Validation is the real ``val`` split in every stage.
+
+Run folder (``out``)::
+
+    mix/                 YOLO export of the real subset, synthetic sets and val; data yamls
+    train/ | pretrain/ finetune/   ultralytics project folders (args, results.csv, weights)
+    classes.json         YOLO class index → dataset category id (read by the evaluator)
+    run.json             run identity, image counts, detection config, wall time
+    weights.pt           final weights (best on val), written last and atomically
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from xsyn.detection.mix import build_mix, write_classes
+from xsyn.io import atomic_path, read_json, write_json
+
+TRAIN_KEYS = ("epochs", "imgsz", "batch", "workers")
+
+
+def is_rtdetr(model: str | os.PathLike) -> bool:
+    return "rtdetr" in Path(model).name.lower()
+
+
+def build_model(model: str | os.PathLike, family: str | None = None) -> Any:
+    """An ultralytics model from a ``.yaml`` (fresh) or a local ``.pt`` (never downloaded).
+
+    ``family`` (the model yaml the weights came from) picks RT-DETR vs YOLO for a ``.pt``
+    whose file name doesn't tell, e.g. ``weights.pt``.
+    """
+    from xsyn.env import prepare_ultralytics
+
+    prepare_ultralytics()
+    from ultralytics import RTDETR, YOLO
+
+    model = str(model)
+    if model.endswith(".pt") and not Path(model).is_file():
+        raise FileNotFoundError(
+            f"{model}: no such local weights file (xsyn never downloads weights; "
+            "give a model .yaml such as yolov8n.yaml or a local .pt)"
+        )
+    cls = RTDETR if is_rtdetr(family or model) else YOLO
+    return cls(model)
+
+
+def ultralytics_args(det_cfg: Mapping[str, Any], seed: int, device: str, project: Path) -> dict[str, Any]:
+    """Keyword arguments of ``Model.train`` shared by every stage of a run."""
+    return {
+        **{k: det_cfg[k] for k in TRAIN_KEYS},
+        "seed": seed,
+        "deterministic": True,
+        "device": device,
+        "amp": not device.startswith("cpu"),
+        "project": str(project.resolve()),
+        "exist_ok": True,
+        "plots": False,
+        "val": True,
+        "verbose": False,
+    }
+
+
+def final_weights(trainer: Any) -> Path:
+    """best.pt (best val fitness) if ultralytics wrote it, else last.pt."""
+    for path in (Path(trainer.best), Path(trainer.last)):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{trainer.save_dir}: training wrote no weights")
+
+
+def train_detector(
+    dataset: str | os.PathLike,
+    model: str,
+    share: float,
+    sources: Sequence[str],
+    seed: int,
+    out: str | os.PathLike,
+    synthetic_root: str | os.PathLike,
+    det_cfg: Mapping[str, Any],
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Build the mix, train (optionally pre-train on synthetic, then fine-tune on real),
+    and write ``out/weights.pt``; returns the run record also written to ``run.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    mix = build_mix(
+        dataset, share, sources, synthetic_root, out / "mix",
+        repeat=float(det_cfg.get("synthetic_repeat", 1.0)), seed=seed,
+    )
+    if det_cfg.get("pretrain_synthetic") and mix.synthetic_dirs:
+        stages = [("pretrain", mix.synthetic_dirs), ("finetune", mix.real_dirs)]
+    else:
+        stages = [("train", mix.real_dirs + mix.synthetic_dirs)]
+    args = ultralytics_args(det_cfg, seed, device, out)
+
+    weights: str | Path = model
+    for name, train_dirs in stages:
+        data = mix.data_yaml(out / "mix" / f"{name}.yaml", train_dirs)
+        detector = build_model(weights, family=model)
+        detector.train(data=str(data), name=name, **args)
+        weights = final_weights(detector.trainer)
+
+    write_classes(out / "classes.json", mix.classes)
+    record = {
+        "dataset": Path(dataset).name,
+        "model": Path(model).stem,
+        "model_file": str(model),
+        "source": "+".join(sources) if sources else "none",
+        "share": share,
+        "seed": seed,
+        "stages": [name for name, _ in stages],
+        "images": mix.counts,
+        "device": device,
+        "detection": dict(det_cfg),
+        "train_seconds": round(time.time() - start, 1),
+    }
+    write_json(out / "run.json", record)
+    with atomic_path(out / "weights.pt", suffix=".pt") as tmp:
+        shutil.copyfile(weights, tmp)
+    return record
+
+
+def read_run(weights: str | os.PathLike) -> dict[str, Any]:
+    """The ``run.json`` beside a weights file ({} when the weights came from elsewhere)."""
+    path = Path(weights).parent / "run.json"
+    return read_json(path) if path.is_file() else {}
