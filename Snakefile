@@ -36,6 +36,7 @@ rule all:
     input:
         "results/tables/main.md",
         "results/metrics.json",
+        "results/config.yaml",
         grids=expand("results/grids/{source}.png", source=grid_sources()),
     default_target: True
 

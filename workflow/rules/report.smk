@@ -43,3 +43,12 @@ rule grid_synthetic:
 
 
 ruleorder: grid_real > grid_synthetic
+
+
+rule config_snapshot:
+    output:
+        report("results/config.yaml", category="Configuration", labels={"file": "config"}),
+    params:
+        cfg=lambda w: json.dumps(config, sort_keys=True),
+    shell:
+        "xsyn config --config-json {params.cfg:q} > {output}.tmp && mv {output}.tmp {output}"

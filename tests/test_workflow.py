@@ -1,0 +1,197 @@
+"""The whole workflow, end to end, on a reduced smoke config in a fresh copy of the repo.
+
+One module-scoped run of `snakemake --cores 2` (with a socket guard) feeds several checks:
+the final table exists and its numbers come from the runs; no network was touched; a
+second run does nothing; changing one value re-runs only what depends on it; `dvc repro`
+agrees with Snakemake and `dvc push`/`pull` restore the artifacts in a fresh clone; a
+workflow killed during fine-tuning resumes to the same results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from xsyn.config import deep_merge
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+
+# Small enough for CI (minutes on 2 cores), but every stage runs for real.
+REDUCED = {
+    "phantom": {"num_images": 48, "image_size": 64, "workers": 1},
+    "dataset": {"subset_shares": [25, 50]},
+    "generator": {"resolution": 64},
+    "finetune": {
+        "stages": [
+            {"name": "generation", "steps": 6, "inpaint": False},
+            {"name": "inpainting", "steps": 6, "inpaint": True},
+        ],
+        "vae_steps": 6,
+        "batch_size": 4,
+        "checkpoint_every": 3,
+    },
+    "synthesis": {"methods": ["xsyn-a"], "source_split": "train_p25", "shards": 2, "steps": 3,
+                  "batch_size": 4, "car": {"resolutions": [8]}},
+    "detection": {"sources": ["none", "xsyn-a"], "shares": [50], "seeds": [0], "epochs": 1,
+                  "imgsz": 64, "batch": 8},
+    "report": {"grid_images": 4},
+}
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    return [f for f in out.stdout.splitlines() if (REPO / f).is_file()]
+
+
+def make_workspace(dest: Path) -> Path:
+    """A fresh copy of the repository (as a clone would have it) with the reduced config."""
+    for rel in tracked_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    smoke = yaml.safe_load((dest / "config/smoke.yaml").read_text())
+    (dest / "config/smoke.yaml").write_text(yaml.safe_dump(deep_merge(smoke, REDUCED), sort_keys=False))
+    env = workflow_env(dest)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest
+
+
+def workflow_env(workspace: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "YOLO_", "XSYN_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(NETGUARD)
+    env["XSYN_NET_LOG"] = str(workspace / "network.log")
+    env["XSYN_CACHE"] = str(workspace / ".cache" / "xsyn")
+    return env
+
+
+def run(cmd: list[str], workspace: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=workspace, env=workflow_env(workspace), capture_output=True,
+                          text=True, **kw)
+
+
+def snakemake(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    return run([str(BIN / "snakemake"), "--cores", "2", *args], workspace)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    ws = make_workspace(tmp_path_factory.mktemp("workflow"))
+    t0 = time.time()
+    out = snakemake(ws)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-8000:]
+    print(f"reduced smoke workflow: {time.time() - t0:.0f} s")
+    return ws
+
+
+def test_final_table_numbers_come_from_the_runs(finished):
+    table = (finished / "results/tables/main.md").read_text()
+    assert "xsyn-a" in table and "none" in table
+    rows = pd.read_csv(finished / "results/tables/main.csv")
+    metric_files = sorted((finished / "results/metrics").rglob("*.json"))
+    metric_files = [p for p in metric_files if ".predictions." not in p.name]
+    assert len(metric_files) == 2  # 2 sources × 1 share × 1 seed
+    for path in metric_files:
+        m = json.loads(path.read_text())
+        source = path.parent.parent.name
+        assert (finished / "results/runs" / path.relative_to(finished / "results/metrics")
+                .with_suffix("") / "weights.pt").is_file()
+        row = rows[rows["source"] == source]
+        assert len(row) == 1
+        ap = m["splits"]["test"]["stats"]["AP"] if "splits" in m else m["stats"]["AP"]
+        assert abs(float(row["AP_mean"].iloc[0]) - ap) < 1e-9
+
+
+def test_no_network_connection(finished):
+    log = finished / "network.log"
+    assert not log.exists() or log.read_text() == "", log.read_text()
+
+
+def test_second_run_does_nothing(finished):
+    out = snakemake(finished, "-n")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_changing_one_value_reruns_only_its_dependents(finished):
+    out = snakemake(finished, "-n", "--config", "detection={'epochs': 2}")
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert "train_detector" in text and "aggregate" in text
+    for untouched in ("rule phantom", "rule prepare", "rule finetune", "rule synthesize_shard"):
+        assert untouched not in text
+
+
+def test_dvc_repro_agrees_and_push_pull_restore(finished, tmp_path):
+    dvc = str(BIN / "dvc")
+    before = tree_digest(finished / "data/synthetic")
+    out = run([dvc, "repro"], finished)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert tree_digest(finished / "data/synthetic") == before  # snakemake had nothing to redo
+    assert run([dvc, "status"], finished).stdout.strip() in ("", "Data and pipelines are up to date.")
+    again = run([dvc, "repro"], finished)
+    assert again.returncode == 0 and "didn't change" in again.stdout + again.stderr
+    assert run([dvc, "push"], finished).returncode == 0
+    subprocess.run(["git", "add", "-A"], cwd=finished, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock"],
+                   cwd=finished, check=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(finished), str(clone)], check=True)
+    run([dvc, "remote", "modify", "local", "url", str(finished / ".dvc-storage")], clone)
+    pulled = run([dvc, "pull"], clone)
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    for folder in ("data/phantom", "results/models/generator", "data/synthetic"):
+        assert tree_digest(clone / folder) == tree_digest(finished / folder), folder
+
+
+def test_killed_during_finetune_resumes_to_the_same_result(finished, tmp_path):
+    ws = make_workspace(tmp_path / "killed")
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2"], cwd=ws, env=workflow_env(ws),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    work = ws / "results/models/generator.work"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if work.exists() and any(work.rglob("*checkpoint*")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the workflow ended before a fine-tuning checkpoint appeared"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (ws / "results/models/generator").exists()  # nothing half-written
+    out = snakemake(ws)
+    assert out.returncode == 0, out.stderr[-5000:]
+    gen = "results/models/generator"
+    assert tree_digest(ws / gen / "unet") == tree_digest(finished / gen / "unet")
+    a = json.loads((ws / "data/synthetic/phantom/xsyn-a/annotations.json").read_text())
+    b = json.loads((finished / "data/synthetic/phantom/xsyn-a/annotations.json").read_text())
+    assert a["annotations"] == b["annotations"]
+    leftovers = [p for p in ws.rglob("*.tmp") if ".snakemake" not in p.parts]
+    assert not leftovers, leftovers
