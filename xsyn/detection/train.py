@@ -33,6 +33,19 @@ def is_rtdetr(model: str | os.PathLike) -> bool:
     return "rtdetr" in Path(model).name.lower()
 
 
+def check_model(model: str | os.PathLike) -> str:
+    """Refuse a ``.pt`` that isn't a local file (ultralytics would try to download it)."""
+    model = str(model)
+    if model.endswith(".pt") and not Path(model).is_file():
+        raise FileNotFoundError(
+            f"{model}: no such local weights file (xsyn never downloads weights; "
+            "give a model .yaml such as yolov8n.yaml or a local .pt)"
+        )
+    if not model.endswith((".pt", ".yaml", ".yml")):
+        raise ValueError(f"{model}: a detector is a model .yaml or a local .pt")
+    return model
+
+
 def build_model(model: str | os.PathLike, family: str | None = None) -> Any:
     """An ultralytics model from a ``.yaml`` (fresh) or a local ``.pt`` (never downloaded).
 
@@ -44,12 +57,7 @@ def build_model(model: str | os.PathLike, family: str | None = None) -> Any:
     prepare_ultralytics()
     from ultralytics import RTDETR, YOLO
 
-    model = str(model)
-    if model.endswith(".pt") and not Path(model).is_file():
-        raise FileNotFoundError(
-            f"{model}: no such local weights file (xsyn never downloads weights; "
-            "give a model .yaml such as yolov8n.yaml or a local .pt)"
-        )
+    model = check_model(model)
     cls = RTDETR if is_rtdetr(family or model) else YOLO
     return cls(model)
 
@@ -91,6 +99,7 @@ def train_detector(
 ) -> dict[str, Any]:
     """Build the mix, train (optionally pre-train on synthetic, then fine-tune on real),
     and write ``out/weights.pt``; returns the run record also written to ``run.json``."""
+    check_model(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
