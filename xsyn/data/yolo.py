@@ -47,7 +47,7 @@ def flat_name(file_name: str, prefix: str = "") -> str:
     return prefix + file_name.replace("\\", "/").replace("/", "__")
 
 
-def _place(src: Path, dst: Path, link: bool) -> None:
+def place_file(src: Path, dst: Path, link: bool) -> None:
     """Hard-link ``src`` to ``dst`` (copy when linking is off or impossible, e.g. across devices)."""
     if dst.exists() or dst.is_symlink():
         dst.unlink()
@@ -119,7 +119,7 @@ def write_yolo_split(
             raise DatasetError(f"{entry}: image file {src} not found")
         lines = label_lines(by_image[img["id"]], img["width"], img["height"], class_index, entry)
         dst = out_dir / "images" / dst_name
-        _place(src, dst, link)
+        place_file(src, dst, link)
         (out_dir / "labels" / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
         written.append(dst)
     return written

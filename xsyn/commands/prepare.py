@@ -1,0 +1,42 @@
+"""``xsyn prepare``: import a raw dataset tree into the xsyn contract (``data/<name>/``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", "-f", dest="fmt", metavar="F",
+                        help="phantom | pidray | opixray | hixray | sixray | clcxray | coco (default: dataset.format)")
+    parser.add_argument("--source", "-s", metavar="DIR", help="raw tree to import (default: dataset.source)")
+    parser.add_argument("--name", "-n", metavar="N", help="dataset name (default: dataset.name)")
+    parser.add_argument("--out", "-o", metavar="DIR",
+                        help="dataset folder to write, replaced atomically (default: data/<name>)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="threads that decode and check images (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from xsyn.cli import config_from_args
+    from xsyn.data.prepare import PrepareOptions, format_summary, prepare_dataset
+
+    ds = config_from_args(args)["dataset"]
+    name = args.name or ds["name"]
+    out = args.out or os.path.join("data", name)
+    opts = PrepareOptions(
+        val_fraction=ds.get("val_fraction", 0.1),
+        test_fraction=ds.get("test_fraction", 0.2),
+        subset_shares=ds.get("subset_shares", [1, 5, 10, 25, 50]),
+        split_seed=ds.get("split_seed", 0),
+        link_images=ds.get("link_images", True),
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    fmt, source = args.fmt or ds["format"], args.source or ds["source"]
+    summary = prepare_dataset(fmt, source, out, opts)
+    print(f"prepared {fmt} dataset {source} → {out}")
+    print(format_summary(summary))
+    print("images: " + ", ".join(f"{n} {how}" for how, n in summary["files"].items()))
+    return 0

@@ -1,0 +1,120 @@
+"""Importers: one per public X-ray format, each turning a raw tree into a :class:`RawDataset`.
+
+An importer only *reads*: it parses the source annotations, resolves every image to an
+absolute path and names the split when the format has one. Checking images, carving
+splits, captions and writing the contract folder are :mod:`xsyn.data.prepare`'s job, so
+every format gets them identically. Modules are imported lazily by :func:`get_importer`.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xsyn.data.contract import DatasetError
+
+ORIGIN = "_origin"  # key on image/annotation records: where it came from (stripped before writing)
+
+
+@dataclass
+class RawDataset:
+    """A dataset in memory, before splitting and writing.
+
+    ``images`` are COCO image records whose ``file_name`` is the name wanted under
+    ``data/<name>/images/`` (relative, unique); ``sources`` maps image id → the absolute
+    file to link or convert. ``splits`` maps image id → split name (``train``, ``val``,
+    ``test`` or ``test_<subset>``) and is empty when the format has no splits.
+    ``aux_files`` maps a path relative to the dataset root → the source file to link there
+    (phantom transmissions). ``skipped`` lists entries dropped on purpose, one line each; ``notes`` other things the
+    user should know (renumbered ids).
+    Records may carry an ``_origin`` string (file and line/entry) used in error messages.
+    """
+
+    categories: list[dict[str, Any]]
+    images: list[dict[str, Any]] = field(default_factory=list)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    sources: dict[int, Path] = field(default_factory=dict)
+    splits: dict[int, str] = field(default_factory=dict)
+    regions: list[dict[str, Any]] = field(default_factory=list)
+    aux_files: dict[str, Path] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def category_id(self, name: str, where: str) -> int:
+        """Category id of a class name; an unknown name is an error naming ``where``."""
+        for c in self.categories:
+            if c["name"] == name:
+                return c["id"]
+        known = ", ".join(c["name"] for c in self.categories)
+        raise DatasetError(f"{where}: unknown class name {name!r} (known: {known})")
+
+
+Importer = Callable[[Path], RawDataset]
+
+# format name → "module:function" under xsyn.data.importers
+IMPORTERS: dict[str, str] = {
+    "coco": "coco:import_coco",
+    "clcxray": "coco:import_coco",
+    "phantom": "coco:import_coco",
+    "pidray": "pidray:import_pidray",
+    "opixray": "txt_boxes:import_opixray",
+    "hixray": "txt_boxes:import_hixray",
+    "sixray": "sixray:import_sixray",
+}
+
+
+def get_importer(fmt: str) -> Importer:
+    if fmt not in IMPORTERS:
+        raise DatasetError(f"unknown dataset format {fmt!r} (known: {', '.join(sorted(IMPORTERS))})")
+    module_name, func = IMPORTERS[fmt].split(":")
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return getattr(module, func)
+
+
+def import_dataset(fmt: str, source: str | os.PathLike) -> RawDataset:
+    """Read the raw tree ``source`` of format ``fmt`` into memory."""
+    source = Path(source)
+    if not source.is_dir():
+        raise DatasetError(f"{source}: dataset source folder not found")
+    return get_importer(fmt)(source.resolve())
+
+
+def find_image(folder: Path, name: str, where: str) -> Path:
+    """Resolve an image named in an annotation, tolerating a different image extension.
+
+    OPIXray/HiXray/SIXray annotations name ``x.jpg`` where the file may be ``x.tiff`` or
+    ``x.TIFF``; the first existing file with the same stem and an image suffix wins.
+    """
+    path = folder / name
+    if path.is_file():
+        return path
+    stem = Path(name).stem
+    candidates = sorted(
+        p for p in folder.glob(f"{glob.escape(stem)}.*")
+        if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+    ) if folder.is_dir() else []
+    if candidates:
+        return candidates[0]
+    raise DatasetError(f"{where}: image {name!r} not found in {folder}")
+
+
+
+def image_size(path: Path, where: str) -> tuple[int, int]:
+    """(width, height) from the image header; an unreadable file is an error naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"{where}: unreadable image {path}: {e}") from None
+
+
+def name_categories(names: list[str]) -> list[dict[str, Any]]:
+    """Class names in order → categories with ids 1..K."""
+    return [{"id": i, "name": n} for i, n in enumerate(names, 1)]
