@@ -78,17 +78,18 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
 
 
 def inpaint_background(transmission: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """Estimate what lies behind ``hole`` from the pixels around it (Telea inpainting).
+    """Estimate what lies behind ``hole`` from the pixels around it (Navier–Stokes inpainting).
 
-    Inpainted per channel on attenuations (float32, which OpenCV accepts for one
-    channel). With no known pixel at all there is nothing to go by: assume air.
+    Inpainted per channel on attenuations, float32 one-channel images. (Not Telea: on
+    float32 input OpenCV 5's Telea returns garbage.) With no known pixel at all there is
+    nothing to go by: assume air.
     """
     if hole.all():
         return np.ones_like(transmission, dtype=np.float32)
     att = attenuation(transmission)
     hole8 = hole.astype(np.uint8)
     channels = [
-        cv2.inpaint(np.ascontiguousarray(att[..., c]), hole8, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+        cv2.inpaint(np.ascontiguousarray(att[..., c]), hole8, INPAINT_RADIUS, cv2.INPAINT_NS)
         for c in range(att.shape[-1])
     ]
     return from_attenuation(np.stack(channels, axis=-1))

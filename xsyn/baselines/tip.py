@@ -49,6 +49,7 @@ DONOR_TRIES = 20  # donors tried per item slot before giving the slot up
 PLACEMENT_TRIES = 30  # random places tried per donor
 BAG_ATTENUATION = 0.15  # summed -log T above which a pixel belongs to the bag, not the air
 MIN_LABEL_PX = 2  # a pasted box thinner than this is no label
+MASK_EPS = 1e-3  # interpolated mask weight above which a warped pixel belongs to the item
 
 
 @dataclass(frozen=True)
@@ -105,16 +106,21 @@ def transform_item(
     if flip:
         att, mask = att[:, ::-1], mask[:, ::-1]
     h, w = mask.shape
-    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), float(angle), float(scale))
-    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64) @ m.T
+    # Pixel centres sit on integers, so the item spans [-0.5, w - 0.5] × [-0.5, h - 0.5].
+    m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(angle), float(scale))
+    corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [-0.5, h - 0.5, 1],
+                        [w - 0.5, h - 0.5, 1]], dtype=np.float64) @ m.T
     lo, hi = corners.min(axis=0), corners.max(axis=0)
-    m[:, 2] -= lo
-    size = (max(int(math.ceil(hi[0] - lo[0])), 1), max(int(math.ceil(hi[1] - lo[1])), 1))
+    m[:, 2] -= lo + 0.5
+    size = (max(math.ceil(hi[0] - lo[0] - 1e-6), 1), max(math.ceil(hi[1] - lo[1] - 1e-6), 1))
     warp = {"flags": cv2.INTER_LINEAR, "borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
     channels = [cv2.warpAffine(np.ascontiguousarray(att[..., c]), m, size, **warp)
                 for c in range(att.shape[-1])]
-    warped_mask = cv2.warpAffine(np.ascontiguousarray(mask), m, size, **warp) > 0.5
-    return from_attenuation(np.stack(channels, axis=-1)), warped_mask
+    # Every pixel the item touches after interpolation is the item's: the label then
+    # covers all it darkens, and the air around it stays exactly air.
+    warped_mask = cv2.warpAffine(np.ascontiguousarray(mask), m, size, **warp) > MASK_EPS
+    att = np.where(warped_mask[..., None], np.stack(channels, axis=-1), 0.0)
+    return from_attenuation(att), warped_mask
 
 
 def bag_centres(transmission: np.ndarray, regions: list[dict[str, Any]]) -> np.ndarray:
