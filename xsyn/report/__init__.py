@@ -1,0 +1,1 @@
+"""Reporting: tables, plots and image grids of the workflow's results."""
