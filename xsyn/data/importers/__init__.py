@@ -88,7 +88,8 @@ def find_image(folder: Path, name: str, where: str) -> Path:
     """Resolve an image named in an annotation, tolerating a different image extension.
 
     OPIXray/HiXray/SIXray annotations name ``x.jpg`` where the file may be ``x.tiff`` or
-    ``x.TIFF``; the first existing file with the same stem and an image suffix wins.
+    ``x.TIFF``; the one file with the same stem and an image suffix is taken (two such
+    files are ambiguous: an error naming both).
     """
     path = folder / name
     if path.is_file():
@@ -98,6 +99,9 @@ def find_image(folder: Path, name: str, where: str) -> Path:
         p for p in folder.glob(f"{glob.escape(stem)}.*")
         if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
     ) if folder.is_dir() else []
+    if len(candidates) > 1:
+        found = ", ".join(p.name for p in candidates)
+        raise DatasetError(f"{where}: image {name!r} is ambiguous in {folder}: {found}")
     if candidates:
         return candidates[0]
     raise DatasetError(f"{where}: image {name!r} not found in {folder}")
