@@ -178,8 +178,7 @@ def test_placement_obeys_visibility_and_overlap_rules(seed, min_visibility, max_
     params = tip.TipParams(min_visibility=min_visibility, max_iou=max_iou)
     item = np.full((9, 13, 3), 0.4, np.float32)
     mask = np.ones((9, 13), bool)
-    centres = np.argwhere(np.ones((40, 40), bool))[:, ::-1]
-    result = tip.place_item(canvas, item, mask, centres, taken, params, rng)
+    result = tip.place_item(canvas, item, mask, np.ones((40, 40), bool), taken, params, rng)
     if result is None:
         return
     out, box, visibility, full = result
@@ -191,6 +190,25 @@ def test_placement_obeys_visibility_and_overlap_rules(seed, min_visibility, max_
     # the label is exactly the darkened area's box
     ys, xs = np.nonzero(out[..., 0] < 1)
     assert [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1] == box
+
+
+def test_bag_is_the_filled_frame_and_items_land_inside_it():
+    ring = np.zeros((40, 40), bool)
+    ring[5:35, 8:30] = True
+    ring[7:33, 10:28] = False  # the phantom's bag footprint can be just its frame
+    region = {"kind": "bag", "bbox": [8, 5, 22, 30], "segmentation": _rle(ring)}
+    bag = tip.bag_mask(np.ones((40, 40, 3), np.float32), [region])
+    assert bag[5:35, 8:30].all() and bag.sum() == 30 * 22
+    # without regions the bag is found from the attenuation
+    scan = np.ones((40, 40, 3), np.float32)
+    scan[5:35, 8:30] = 0.7
+    assert (tip.bag_mask(scan, []) == bag).all()
+    params = tip.TipParams(max_iou=1.0)
+    for seed in range(20):
+        out = tip.place_item(np.ones((40, 40, 3), np.float32), np.full((6, 9, 3), 0.5, np.float32),
+                             np.ones((6, 9), bool), bag, [], params, np.random.default_rng(seed))
+        x, y, w, h = out[1]
+        assert bag[int(y) : int(y + h), int(x) : int(x + w)].all()
 
 
 # --- extraction ------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -142,13 +143,67 @@ class RgbCodec:
         return Image.fromarray(from_transmission(transmission, white), mode="RGB")
 
 
-ScanCodec = RgbCodec
+class DualEnergyCodec:
+    """Scans as their raw dual-energy transmissions ``(H, W, 2)`` = (low, high) energy.
+
+    Exact physics: the product of transmissions is what the scanner would measure, and
+    the result is coloured by the dataset's own pseudo-colour map. The encoding (one
+    16-bit PNG, low stacked over high) and the colour map are the phantom simulator's
+    (:mod:`xsyn.data.phantom.physics`); ``transmission_file`` is relative to the root.
+    """
+
+    name = "raw"
+
+    def __init__(self, root: str | os.PathLike, cache_size: int = 32):
+        from xsyn.data.phantom import physics
+
+        self.physics = physics
+        self.root = Path(root)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache_size = cache_size
+
+    def load(self, image: dict[str, Any]) -> tuple[np.ndarray, None]:
+        name = image.get("transmission_file")
+        if not name:
+            raise ValueError(f"image {image['id']} ({image['file_name']}) has no transmission_file")
+        if name not in self._cache:
+            path = self.root / name
+            raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if raw is None:
+                raise FileNotFoundError(f"{path}: cannot read the transmissions of image {image['id']}")
+            if raw.dtype != np.uint16 or raw.ndim != 2 or raw.shape != (2 * image["height"], image["width"]):
+                raise ValueError(f"{path}: expected a 16-bit {image['width']}x{2 * image['height']} "
+                                 f"image (low over high energy), got {raw.dtype} {raw.shape[::-1]}")
+            t_low, t_high = self.physics.decode_transmissions(raw)
+            self._cache[name] = np.clip(np.stack([t_low, t_high], -1), MIN_TRANSMISSION, 1.0)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(name)
+        return self._cache[name].copy(), None
+
+    def render(self, transmission: np.ndarray, context: None = None) -> Image.Image:
+        rgb = self.physics.pseudo_colour(transmission[..., 0], transmission[..., 1])
+        return Image.fromarray(rgb, mode="RGB")
+
+
+ScanCodec = RgbCodec | DualEnergyCodec
 
 
 def select_codec(
     root: str | os.PathLike, coco: dict[str, Any], mode: str = "auto", white: float | None = None
 ) -> ScanCodec:
-    """The scan representation TIP composites in: raw dual-energy when asked and present."""
+    """The scan representation TIP composites in.
+
+    ``raw`` needs every image to have a ``transmission_file``; ``auto`` takes ``raw``
+    when that holds (phantom data), else ``rgb`` (every real dataset).
+    """
     if mode not in ("auto", "rgb", "raw"):
         raise ValueError(f"tip.transmission must be auto, rgb or raw, got {mode!r}")
+    has_raw = bool(coco["images"]) and all(im.get("transmission_file") for im in coco["images"])
+    if mode == "raw" and not has_raw:
+        missing = next(im for im in coco["images"] if not im.get("transmission_file"))
+        raise ValueError(f"{root}: tip.transmission=raw but image {missing['id']} "
+                         f"({missing['file_name']}) has no transmission_file")
+    if mode == "raw" or (mode == "auto" and has_raw):
+        return DualEnergyCodec(root)
     return RgbCodec(root, white)

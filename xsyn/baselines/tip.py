@@ -39,9 +39,10 @@ from xsyn.baselines.foreground import (
     extract_item,
 )
 from xsyn.data.boxes import iou_xywh
-from xsyn.data.contract import category_names, load_split, phrase_for
+from xsyn.data.contract import category_names, load_coco, load_split, phrase_for
 from xsyn.io import write_json
-from xsyn.synthesis.shards import ShardWriter, shard_slice
+from xsyn.report.grid import GridItem
+from xsyn.synthesis.shards import SHARD_ANNOTATIONS, ShardWriter, shard_slice
 
 METHOD = "tip"
 SUMMARY_FILE = "tip_summary.json"
@@ -123,15 +124,15 @@ def transform_item(
     return from_attenuation(att), warped_mask
 
 
-def bag_centres(transmission: np.ndarray, regions: list[dict[str, Any]]) -> np.ndarray:
-    """Pixels ``(x, y)`` where a pasted item's centre may go: on the bag, not in the air.
+def bag_mask(transmission: np.ndarray, regions: list[dict[str, Any]]) -> np.ndarray:
+    """Where pasted items may go: the inside of the bag, ``(H, W)`` bool.
 
-    The bag is a ``regions`` record whose kind names a bag when the dataset has one, else
-    the convex hull of the largest attenuating blob. A scan with no bag at all (the
-    whole image is air, or all bag) gives every pixel.
+    The bag is the ``regions`` records whose kind names a bag when the dataset has them
+    (their footprint may be just the frame), else the largest attenuating blob; either
+    way filled to its convex hull. A scan with no bag found gives the whole image.
     """
     H, W = transmission.shape[:2]
-    bag = np.zeros((H, W), dtype=bool)
+    outline = np.zeros((H, W), dtype=bool)
     for reg in regions:
         if "bag" not in str(reg.get("kind", "")).lower():
             continue
@@ -140,34 +141,42 @@ def bag_centres(transmission: np.ndarray, regions: list[dict[str, Any]]) -> np.n
             x, y, w, h = (int(round(v)) for v in reg["bbox"])
             seg = np.zeros((H, W), dtype=bool)
             seg[max(y, 0) : y + h, max(x, 0) : x + w] = True
-        bag |= seg
-    if not bag.any():
+        outline |= seg
+    if not outline.any():
         dense = (attenuation(transmission).sum(axis=-1) > BAG_ATTENUATION).astype(np.uint8)
         dense = cv2.morphologyEx(dense, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
         n, labels, stats, _ = cv2.connectedComponentsWithStats(dense, connectivity=8)
         if n > 1:
-            largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-            pts = np.argwhere(labels == largest)[:, ::-1].astype(np.int32)
-            hull = np.zeros((H, W), dtype=np.uint8)
-            cv2.fillConvexPoly(hull, cv2.convexHull(pts), 1)
-            bag = hull.astype(bool)
+            outline = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    bag = np.zeros((H, W), dtype=np.uint8)
+    if outline.any():
+        cv2.fillConvexPoly(bag, cv2.convexHull(np.argwhere(outline)[:, ::-1].astype(np.int32)), 1)
     if bag.sum() < 0.01 * H * W:
-        bag[:] = True
-    return np.argwhere(bag)[:, ::-1]
+        return np.ones((H, W), dtype=bool)
+    return bag.astype(bool)
+
+
+def item_centres(bag: np.ndarray, item_mask: np.ndarray) -> np.ndarray:
+    """Centres ``(x, y)`` that keep the item's whole box inside the bag (else on the bag)."""
+    h, w = item_mask.shape
+    inside = cv2.erode(bag.astype(np.uint8), np.ones((h, w), np.uint8),
+                       borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    centres = np.argwhere(inside)
+    return (centres if len(centres) else np.argwhere(bag))[:, ::-1]
 
 
 def place_item(
     canvas: np.ndarray,
     item: np.ndarray,
     item_mask: np.ndarray,
-    centres: np.ndarray,
+    bag: np.ndarray,
     taken: list[list[float]],
     params: TipParams,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, list[float], float, np.ndarray] | None:
-    """Try random places on the bag; the first that passes the rules is pasted.
+    """Try random places in ``bag``; the first that passes the rules is pasted.
 
-    Rules: the share of the item's mask inside the image is at least ``min_visibility``;
+    Places keep the item's box inside the bag where the bag is large enough. Rules: the share of the item's mask inside the image is at least ``min_visibility``;
     its visible box overlaps no box in ``taken`` by more than ``max_iou``.
     Returns ``(new canvas, box xywh, visibility, visible mask)`` or None.
     """
@@ -176,6 +185,7 @@ def place_item(
     total = int(item_mask.sum())
     if total == 0:
         return None
+    centres = item_centres(bag, item_mask)
     for _ in range(PLACEMENT_TRIES):
         cx, cy = centres[rng.integers(len(centres))]
         x, y = int(cx) - w // 2, int(cy) - h // 2
@@ -255,7 +265,7 @@ def synthesize_one(
     Returns ``(transmission, codec context, placed items, slots that found no place)``.
     """
     canvas, context = bank.codec.load(image)
-    centres = bag_centres(canvas, regions)
+    bag = bag_mask(canvas, regions)
     taken = [list(map(float, a["bbox"])) for a in annotations]
     placed: list[Placed] = []
     unplaced = 0
@@ -277,7 +287,7 @@ def synthesize_one(
                     f"image {fg.donor_image_id} has {item.shape[-1]} channels, "
                     f"image {image['id']} has {canvas.shape[-1]}"
                 )
-            result = place_item(canvas, item, item_mask, centres, taken, params, rng)
+            result = place_item(canvas, item, item_mask, bag, taken, params, rng)
             if result is None:
                 continue
             canvas, box, visibility, full_mask = result
@@ -407,12 +417,27 @@ def extraction_report(cfg: dict[str, Any], dataset_root: Path, split: str) -> di
             **DonorBank(coco, codec).extract_all()}
 
 
-def render_preview(image: Image.Image, boxes: list[tuple[list[float], str]]) -> Image.Image:
-    """A copy of ``image`` with each ``(box, colour)`` outlined (for grids)."""
-    from PIL import ImageDraw
-
-    out = image.convert("RGB")
-    draw = ImageDraw.Draw(out)
-    for (x, y, w, h), colour in boxes:
-        draw.rectangle([x, y, x + w - 1, y + h - 1], outline=colour)
-    return out
+def preview(
+    shard_dir: Path, dataset_root: Path, split: str, count: int = 8
+) -> list[GridItem]:
+    """Grid tiles: each real source scan beside its TIP scan, labels drawn, for ``docs/``."""
+    shard_dir, dataset_root = Path(shard_dir), Path(dataset_root)
+    synth = load_coco(shard_dir / SHARD_ANNOTATIONS)
+    real = load_split(dataset_root, split)
+    names = category_names(synth)
+    real_images = {im["id"]: im for im in real["images"]}
+    tiles: list[GridItem] = []
+    for image in synth["images"][:count]:
+        prov = image["xsyn"]
+        src = real_images[prov["source_image_id"]]
+        real_boxes = [(a["bbox"], names[a["category_id"]]) for a in real["annotations"]
+                      if a["image_id"] == src["id"]]
+        anns = [a for a in synth["annotations"] if a["image_id"] == image["id"]]
+        with Image.open(dataset_root / "images" / src["file_name"]) as im:
+            tiles.append(GridItem(im.convert("RGB"), real_boxes, title=f"real #{src['id']}"))
+        with Image.open(shard_dir / "images" / image["file_name"]) as im:
+            pasted = [(a["bbox"], names[a["category_id"]]) for a in anns if "requested_bbox" in a]
+            kept = [(a["bbox"], names[a["category_id"]]) for a in anns if "requested_bbox" not in a]
+            tiles.append(GridItem(im.convert("RGB"), pasted, dashed=kept,
+                                  title=f"TIP ({prov['transmission']}) + #{prov['donor_annotation_id']}"))
+    return tiles
