@@ -38,7 +38,8 @@ def iou_xywh(a: Box, b: Box) -> float:
     ih = max(0.0, min(ay2, by2) - max(ay1, by1))
     inter = iw * ih
     union = area_xywh(a) + area_xywh(b) - inter
-    return inter / union if union > 0 else 0.0
+    # clamp: inter comes from corners, areas from sizes, so rounding can push it past 1
+    return min(inter / union, 1.0) if union > 0 else 0.0
 
 
 def iou_matrix_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -51,7 +52,7 @@ def iou_matrix_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, 1, None], b[None, :, 1]), 0, None)
     inter = iw * ih
     union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return np.clip(np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0), 0.0, 1.0)
 
 
 def xywh_to_yolo(box: Box, width: float, height: float) -> list[float]:
