@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,6 +16,7 @@ from pycocotools import mask as mask_utils
 
 from xsyn.baselines import tip
 from xsyn.baselines.compositing import (
+    DualEnergyCodec,
     RgbCodec,
     composite,
     from_transmission,
@@ -38,8 +40,13 @@ def _rle(mask: np.ndarray) -> dict:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def make_dataset(root: Path, n_images: int = 6, with_masks: bool = True, seed: int = 0) -> Path:
-    """A phantom-like dataset: a grey bag on air, 1–2 coloured items each, RLE masks."""
+def make_dataset(root: Path, n_images: int = 6, with_masks: bool = True, seed: int = 0,
+                 raw: bool = False) -> Path:
+    """A phantom-like dataset: a grey bag on air, 1–2 coloured items each, RLE masks.
+
+    With ``raw``, channels 0 and 1 are also written as the phantom's raw dual-energy file
+    (one 16-bit PNG, low energy stacked over high, ``round(T * 65535)``).
+    """
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True)
     yy, xx = np.mgrid[:SIZE, :SIZE]
@@ -74,6 +81,11 @@ def make_dataset(root: Path, n_images: int = 6, with_masks: bool = True, seed: i
         name = f"{i:04d}.png"
         Image.fromarray(np.rint(T * 255).astype(np.uint8)).save(root / "images" / name)
         images.append({"id": i, "file_name": name, "width": SIZE, "height": SIZE})
+        if raw:
+            (root / "transmissions").mkdir(exist_ok=True)
+            stacked = np.concatenate([T[..., 0], T[..., 1]], axis=0)
+            cv2.imwrite(str(root / "transmissions" / name), np.rint(stacked * 65535).astype(np.uint16))
+            images[-1]["transmission_file"] = f"transmissions/{name}"
     coco = {"images": images, "annotations": annotations, "regions": regions,
             "categories": [{"id": 1, "name": "Knife"}, {"id": 2, "name": "Gun"}]}
     save_coco(root / "annotations" / "train.json", coco)
@@ -354,3 +366,46 @@ def test_tip_reports_bad_input_clearly(tmp_path):
     assert not (tmp_path / "s").exists()
     with pytest.raises(ValueError, match="tip.scale"):
         tip.TipParams.from_config({"tip": {"scale": [1.5, 1.0]}})
+
+
+def test_tip_composites_raw_dual_energy_transmissions_when_present(tmp_path):
+    from xsyn.data.phantom.physics import pseudo_colour
+
+    root = make_dataset(tmp_path / "raw", n_images=4, raw=True)
+    out = tmp_path / "s"
+    cfg = tip_config(scale=[1.0, 1.0], rotation=0, flip=False)  # identity warp: exact values
+    summary = tip.run_tip_shard(cfg, root, "train", 0, 1, out, seed=1)
+    assert summary["transmission"] == "raw" and summary["written_images"] == 4
+    coco = load_coco(out / SHARD_ANNOTATIONS, out / "images")
+    real_coco = load_coco(root / "annotations" / "train.json")
+    real = {im["id"]: im for im in real_coco["images"]}
+    bank = tip.DonorBank(real_coco, DualEnergyCodec(root))
+    for image in coco["images"]:
+        src = real[image["xsyn"]["source_image_id"]]
+        raw = cv2.imread(str(root / src["transmission_file"]), cv2.IMREAD_UNCHANGED) / 65535.0
+        t = np.stack([raw[:SIZE], raw[SIZE:]], -1).astype(np.float32)
+        t_low, t_high = t[..., 0], t[..., 1]
+        px = np.asarray(Image.open(out / "images" / image["file_name"]), dtype=int)
+        union = np.zeros((SIZE, SIZE), bool)
+        for a in coco["annotations"]:
+            if a["image_id"] == image["id"] and "requested_bbox" in a:
+                seg = a["segmentation"]
+                union |= mask_utils.decode({**seg, "counts": seg["counts"].encode()}).astype(bool)
+                fg = bank.get(next(i for i, d in enumerate(bank.annotations)
+                                   if d["id"] == a["donor_annotation_id"]))
+                x, y, w, h = (int(v) for v in a["bbox"])
+                assert (h, w) == fg.mask.shape
+                # the scanner would see bag × item, coloured by the phantom's own map
+                both = t.copy()
+                both[y : y + h, x : x + w] *= fg.transmission
+                expect = pseudo_colour(both[..., 0], both[..., 1]).astype(int)
+                assert np.abs(px - expect)[y : y + h, x : x + w].max() <= 1
+                # the isolated item is close to the true one (the inpainted background
+                # blurs bag edge and neighbours into it, hence the tolerance)
+                np.testing.assert_allclose(np.median(fg.transmission[fg.mask], axis=0),
+                                           CLASS_T[a["category_id"]][:2], atol=0.05)
+        untouched = pseudo_colour(t_low.astype(np.float32), t_high.astype(np.float32)).astype(int)
+        assert np.abs(px[~union] - untouched[~union]).max() <= 1
+    with pytest.raises(ValueError, match="no transmission_file"):
+        tip.run_tip_shard(tip_config(transmission="raw"), make_dataset(tmp_path / "rgb", 2),
+                          "train", 0, 1, tmp_path / "s2", seed=0)
