@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from PIL import Image
@@ -103,3 +105,26 @@ def test_bad_label_file_named(tmp_path):
     (tmp_path / "y" / "labels" / "a.txt").write_text("4 0.5 0.5 0.1 0.1\n")
     with pytest.raises(DatasetError, match="class index 4"):
         read_yolo(tmp_path / "y", ["Gun", "Knife"])
+
+
+def test_ultralytics_reads_the_export(tmp_path):
+    """ultralytics' own dataset loader finds every image, class and box we wrote."""
+    import numpy as np
+
+    from xsyn.env import prepare_ultralytics
+
+    prepare_ultralytics()
+    from ultralytics.data.dataset import YOLODataset
+    from ultralytics.data.utils import check_det_dataset
+
+    coco, root = _coco(tmp_path)
+    out = tmp_path / "yolo"
+    write_yolo_split(coco, root, out)
+    data = check_det_dataset(str(write_data_yaml(tmp_path / "data.yaml", [out], [out], ["Gun", "Knife"])))
+    ds = YOLODataset(img_path=data["train"], data=data, task="detect", augment=False, imgsz=64, cache=False)
+    got = {Path(lb["im_file"]).name: (lb["cls"].ravel().tolist(), lb["bboxes"]) for lb in ds.labels}
+    assert set(got) == {"a.png", "sub__b.jpg", "empty.png"}
+    cls, boxes = got["a.png"]
+    assert cls == [1.0, 0.0]
+    assert np.allclose(boxes[1], [(10.25 + 7.75 / 2) / 64, (3.5 + 20.125 / 2) / 48, 7.75 / 64, 20.125 / 48], atol=1e-6)
+    assert got["empty.png"][0] == []
