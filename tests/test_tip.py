@@ -346,6 +346,10 @@ def test_tip_shards_are_independent_of_the_sharding_and_seeded(dataset, tmp_path
     other = tmp_path / "other"
     tip.run_tip_shard(cfg, dataset, "train", 0, 1, other, seed=6)
     assert [p for p, _ in records(other).values()] != [p for p, _ in reference.values()]
+    reseeded = tmp_path / "reseeded"  # tip.seed varies the draws too
+    tip.run_tip_shard(tip_config(white_level=255, seed=1), dataset, "train", 0, 1, reseeded, seed=5)
+    assert [p["pasted"] for p, _ in records(reseeded).values()] != [
+        p["pasted"] for p, _ in reference.values()]
 
 
 def test_tip_without_masks_counts_automatic_extractions(tmp_path):

@@ -326,11 +326,13 @@ def _labels(
     return labels
 
 
-def _provenance(image: dict[str, Any], seed: int, codec: ScanCodec, placed: list[Placed]) -> dict[str, Any]:
+def _provenance(image: dict[str, Any], seed: int, tip_seed: int, codec: ScanCodec,
+                placed: list[Placed]) -> dict[str, Any]:
     first = placed[0]
     return {
         "source_image_id": image["id"],
         "seed": seed,
+        "tip_seed": tip_seed,
         "transmission": codec.name,
         "donor_image_id": first.foreground.donor_image_id,
         "donor_annotation_id": first.foreground.donor_annotation_id,
@@ -358,10 +360,12 @@ def run_tip_shard(
     """Write one TIP shard to ``out_dir`` (atomic) and return its summary.
 
     Source images are part ``shard_index`` of ``shard_count`` of the split's images sorted
-    by id; donors come from the whole split. A source image where no item found a place
+    by id; donors come from the whole split. The draws of source image ``i`` are seeded
+    by ``(seed, tip.seed, i)``: the caller's seed (``synthesis.seed``) and TIP's own. A source image where no item found a place
     is skipped (it would only duplicate the real scan) and counted.
     """
     params = TipParams.from_config(cfg)
+    tip_seed = int(cfg.get("tip", {}).get("seed", 0))
     dataset_root = Path(dataset_root)
     coco = load_split(dataset_root, split)
     codec = select_codec(dataset_root, coco, params.transmission, params.white_level)
@@ -380,7 +384,7 @@ def run_tip_shard(
     written = skipped = pasted = unplaced = 0
     with ShardWriter(out_dir, coco["categories"], method=METHOD) as shard:
         for image in tqdm(sources, desc=f"tip shard {shard_index + 1}/{shard_count}", unit="img"):
-            rng = np.random.default_rng([seed, image["id"]])
+            rng = np.random.default_rng([seed, tip_seed, image["id"]])
             canvas, context, placed, missed = synthesize_one(
                 image, by_image[image["id"]], regions[image["id"]], bank, params, rng
             )
@@ -392,13 +396,14 @@ def run_tip_shard(
                 codec.render(canvas, context),
                 f"{image['id']:06d}_tip.png",
                 annotations=_labels(by_image[image["id"]], placed, names),
-                provenance=_provenance(image, seed, codec, placed),
+                provenance=_provenance(image, seed, tip_seed, codec, placed),
             )
             written += 1
             pasted += len(placed)
         summary = {
             "method": METHOD, "split": split, "shard_index": shard_index,
-            "shard_count": shard_count, "seed": seed, "transmission": codec.name,
+            "shard_count": shard_count, "seed": seed, "tip_seed": tip_seed,
+            "transmission": codec.name,
             "source_images": len(sources), "written_images": written,
             "skipped_images": skipped, "pasted_items": pasted, "unplaced_items": unplaced,
             "extraction": bank.stats(),
