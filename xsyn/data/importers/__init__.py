@@ -8,7 +8,6 @@ every format gets them identically. Modules are imported lazily by :func:`get_im
 
 from __future__ import annotations
 
-import glob
 import importlib
 import os
 from collections.abc import Callable
@@ -84,28 +83,42 @@ def import_dataset(fmt: str, source: str | os.PathLike) -> RawDataset:
     return get_importer(fmt)(source.resolve())
 
 
-def find_image(folder: Path, name: str, where: str) -> Path:
-    """Resolve an image named in an annotation, tolerating a different image extension.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+
+
+class ImageFinder:
+    """Resolve images named in annotations, tolerating a different image extension.
 
     OPIXray/HiXray/SIXray annotations name ``x.jpg`` where the file may be ``x.tiff`` or
     ``x.TIFF``; the one file with the same stem and an image suffix is taken (two such
-    files are ambiguous: an error naming both).
+    files are ambiguous: an error naming both). Each folder is listed once, so resolving
+    N images costs O(N), not N directory scans.
     """
-    path = folder / name
-    if path.is_file():
-        return path
-    stem = Path(name).stem
-    candidates = sorted(
-        p for p in folder.glob(f"{glob.escape(stem)}.*")
-        if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
-    ) if folder.is_dir() else []
-    if len(candidates) > 1:
-        found = ", ".join(p.name for p in candidates)
-        raise DatasetError(f"{where}: image {name!r} is ambiguous in {folder}: {found}")
-    if candidates:
-        return candidates[0]
-    raise DatasetError(f"{where}: image {name!r} not found in {folder}")
 
+    def __init__(self) -> None:
+        self._stems: dict[Path, dict[str, list[Path]]] = {}
+
+    def _index(self, folder: Path) -> dict[str, list[Path]]:
+        if folder not in self._stems:
+            index: dict[str, list[Path]] = {}
+            if folder.is_dir():
+                for p in sorted(folder.iterdir()):
+                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                        index.setdefault(p.stem, []).append(p)
+            self._stems[folder] = index
+        return self._stems[folder]
+
+    def __call__(self, folder: Path, name: str, where: str) -> Path:
+        path = folder / name
+        if path.is_file():
+            return path
+        candidates = self._index(path.parent).get(Path(name).stem, [])
+        if len(candidates) > 1:
+            found = ", ".join(p.name for p in candidates)
+            raise DatasetError(f"{where}: image {name!r} is ambiguous in {folder}: {found}")
+        if candidates:
+            return candidates[0]
+        raise DatasetError(f"{where}: image {name!r} not found in {folder}")
 
 
 def image_size(path: Path, where: str) -> tuple[int, int]:

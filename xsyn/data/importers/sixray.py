@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from xsyn.data.contract import DatasetError
-from xsyn.data.importers import ORIGIN, RawDataset, find_image, image_size, name_categories
+from xsyn.data.importers import ORIGIN, ImageFinder, RawDataset, image_size, name_categories
 
 Obj = tuple[str | None, list[float], int]  # (class name or None, [x1, y1, x2, y2], object index)
 
@@ -64,6 +64,7 @@ def import_sixray(source: Path) -> RawDataset:
         parsed.append((xml, *parse_voc_xml(text, str(xml))))
     names = sorted({name for _, _, objs in parsed for name, _, _ in objs if name})
     raw = RawDataset(categories=name_categories(names))
+    find_image = ImageFinder()
     for xml, _filename, objs in parsed:
         # the XML's <filename> is often stale in SIXray; the image shares the XML's stem
         src = find_image(img_dir, f"{xml.stem}.jpg", str(xml))

@@ -2,7 +2,7 @@
 
 Layout: ``{train,test}/{train,test}_image/`` and ``{train,test}/{train,test}_annotation/``.
 The image a line names may be stored as ``.jpg``, ``.tiff`` or ``.TIFF`` whatever the
-line says (see :func:`~xsyn.data.importers.find_image`). Corner boxes become COCO
+line says (see :class:`~xsyn.data.importers.ImageFinder`). Corner boxes become COCO
 ``[x1, y1, x2 - x1, y2 - y1]``. The class sets are fixed, so an unknown class name is a
 typo or a foreign file, and an error. An image without an annotation file is skipped
 and reported (it may be unlabelled, not empty).
@@ -15,9 +15,10 @@ from pathlib import Path
 
 from xsyn.data.contract import DatasetError, check_relative_name
 from xsyn.data.importers import (
+    IMAGE_SUFFIXES,
     ORIGIN,
+    ImageFinder,
     RawDataset,
-    find_image,
     image_size,
     name_categories,
 )
@@ -28,7 +29,6 @@ HIXRAY_CLASSES = [
     "Tablet", "Cosmetic", "Water", "Nonmetallic_Lighter",
 ]
 SPLITS = ("train", "test")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 
 
 def parse_txt_line(line: str, where: str) -> tuple[str, str, list[float]]:
@@ -60,6 +60,7 @@ def parse_txt_file(path: Path) -> list[tuple[str, str, list[float], int]]:
 
 def import_txt_boxes(source: Path, classes: list[str]) -> RawDataset:
     raw = RawDataset(categories=name_categories(classes))
+    find_image = ImageFinder()
     for split in SPLITS:
         img_dir = source / split / f"{split}_image"
         ann_dir = source / split / f"{split}_annotation"
