@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from raw_fixtures import write_fixture
 
@@ -186,3 +188,32 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "xray_train.json" in err and "Traceback" not in err
+
+
+@given(
+    st.lists(st.lists(st.integers(1, 4), max_size=3), min_size=1, max_size=60),
+    st.sampled_from([None, "train", "test"]),
+    st.floats(0, 0.9), st.floats(0, 0.9), st.integers(0, 3),
+)
+@settings(max_examples=150, deadline=None)
+def test_splits_partition_and_subsets_nest(labels, given_split, val_f, test_f, seed):
+    """Whatever the classes and fractions: splits partition the images, subsets nest in train."""
+    from xsyn.data.importers import RawDataset
+    from xsyn.data.prepare import assign_splits
+
+    raw = RawDataset(categories=[{"id": k, "name": f"c{k}"} for k in range(1, 5)])
+    for i, cls in enumerate(labels, 1):
+        raw.images.append({"id": i, "file_name": f"{i}.png", "width": 8, "height": 8})
+        raw.annotations += [{"id": len(raw.annotations) + 1, "image_id": i, "category_id": c} for c in cls]
+        if given_split:
+            raw.splits[i] = given_split if i > 1 else "train"  # train is never empty
+    opts = PrepareOptions(val_fraction=val_f, test_fraction=test_f, split_seed=seed, progress=False)
+    splits = assign_splits(raw, opts)
+    main_parts = [set(splits[s]) for s in SPLITS if s in splits]
+    assert sum(map(len, main_parts)) == len(set().union(*main_parts)) == len(labels)
+    assert splits["train"]
+    previous: set[int] = set()
+    for share in SHARES:
+        sub = set(splits[subset_name(share)])
+        assert previous <= sub <= set(splits["train"]) and sub
+        previous = sub

@@ -123,9 +123,8 @@ def stratified_order(image_ids: Iterable[int], classes_of: dict[int, list[int]],
 def carve(pool: list[int], fraction: float, classes_of: dict[int, list[int]], seed: int) -> tuple[list[int], list[int]]:
     """Split ``pool`` into (rest, carved) with ``round(fraction · n)`` carved (≥ 1, ≤ n − 1)."""
     n = len(pool)
-    k = round(fraction * n)
-    if fraction > 0 and n >= 2:
-        k = min(max(k, 1), n - 1)
+    k = max(round(fraction * n), 1 if fraction > 0 else 0)
+    k = min(k, max(n - 1, 0))  # never carve the whole pool
     order = stratified_order(pool, classes_of, seed)
     carved = set(order[:k])
     return [i for i in pool if i not in carved], [i for i in pool if i in carved]
