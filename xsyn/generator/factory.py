@@ -305,27 +305,30 @@ def widen_conv_in(unet: UNet2DConditionModel, in_channels: int = 9) -> UNet2DCon
 def save_generator(components: GeneratorComponents, path: str | os.PathLike) -> None:
     """Write a diffusers ``StableDiffusionGLIGENPipeline`` folder (safetensors), atomically."""
     with atomic_dir(path) as tmp:
-        for name in COMPONENT_NAMES:
-            obj = getattr(components, name)
-            if name in ("unet", "vae", "text_encoder"):
-                obj.save_pretrained(tmp / name, safe_serialization=True)
-            else:
-                obj.save_pretrained(tmp / name)
-        import diffusers
+        write_generator(components, tmp)
 
-        index = {
-            "_class_name": PIPELINE_CLASS,
-            "_diffusers_version": diffusers.__version__,
-            "feature_extractor": [None, None],
-            "requires_safety_checker": False,
-            "safety_checker": [None, None],
-            "scheduler": ["diffusers", type(components.scheduler).__name__],
-            "text_encoder": ["transformers", type(components.text_encoder).__name__],
-            "tokenizer": ["transformers", type(components.tokenizer).__name__],
-            "unet": ["diffusers", type(components.unet).__name__],
-            "vae": ["diffusers", type(components.vae).__name__],
-        }
-        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+def write_generator(components: GeneratorComponents, folder: str | os.PathLike) -> None:
+    """The non-atomic body of :func:`save_generator`: fill an existing (empty) folder."""
+    import diffusers
+
+    folder = Path(folder)
+    for name in ("unet", "vae", "text_encoder"):
+        getattr(components, name).save_pretrained(folder / name, safe_serialization=True)
+    components.tokenizer.save_pretrained(folder / "tokenizer")
+    components.scheduler.save_pretrained(folder / "scheduler")
+    index = {
+        "_class_name": PIPELINE_CLASS,
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+    }
+    for name in COMPONENT_NAMES:
+        obj = getattr(components, name)
+        library = "transformers" if name in ("text_encoder", "tokenizer") else "diffusers"
+        index[name] = [library, type(obj).__name__]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def load_generator(

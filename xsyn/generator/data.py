@@ -1,0 +1,179 @@
+"""Training data of the generator: scans with (phrase, box) grounding, as the authors fed GLIGEN.
+
+Per image: centre crop + resize to the training resolution, boxes < ``min_box_area`` of the
+image dropped, at most ``max_boxes`` kept (the largest), phrase "one {class}" per box and a
+global caption of class names. Everything random (flip, caption drop, grounding drop,
+inpainting masks) is drawn from a ``torch.Generator`` the caller seeds per step, so a
+resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from xsyn.data.contract import (
+    DatasetError,
+    annotations_by_image,
+    caption_for,
+    category_names,
+    load_split,
+    phrase_for,
+)
+
+
+@dataclass
+class Example:
+    """One prepared scan: uint8 pixels (H, W, 3), normalised xyxy boxes, phrases, caption."""
+
+    pixels: np.ndarray
+    boxes: np.ndarray  # (n, 4) float32 in [0, 1], x0 y0 x1 y1
+    phrases: list[str]
+    caption: str
+    file_name: str
+
+
+def crop_resize(img: Image.Image, boxes_xywh: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre-crop to a square, resize to ``size``; boxes → normalised, clipped xyxy."""
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side))
+    if side != size:
+        img = img.resize((size, size), Image.BICUBIC)
+    b = boxes_xywh.astype(np.float64).reshape(-1, 4)
+    xyxy = np.stack([b[:, 0] - left, b[:, 1] - top, b[:, 0] + b[:, 2] - left, b[:, 1] + b[:, 3] - top], 1)
+    xyxy = np.clip(xyxy / side, 0.0, 1.0)
+    return np.array(img, dtype=np.uint8), xyxy.astype(np.float32)
+
+
+def load_examples(
+    root: str | os.PathLike,
+    split: str,
+    resolution: int,
+    min_box_area: float = 0.01,
+    max_boxes: int = 8,
+) -> tuple[list[Example], list[str]]:
+    """Read a prepared dataset split into memory (small sets: the smoke scans are 128 px).
+
+    Returns the examples and the class names in category order.
+    """
+    root = Path(root)
+    coco = load_split(root, split)
+    names = category_names(coco)
+    by_image = annotations_by_image(coco)
+    examples = []
+    for img_rec in coco["images"]:
+        path = root / "images" / img_rec["file_name"]
+        try:
+            img = Image.open(path).convert("RGB")
+        except (FileNotFoundError, OSError) as e:
+            raise DatasetError(f"{root}/annotations/{split}.json: image id {img_rec['id']}: cannot read {path}: {e}") from None
+        anns = by_image[img_rec["id"]]
+        raw = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        pixels, boxes = crop_resize(img, raw, resolution)
+        phrases = [a.get("phrase") or phrase_for(names[a["category_id"]]) for a in anns]
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        keep = [i for i in np.argsort(-area, kind="stable") if area[i] >= min_box_area][:max_boxes]
+        keep.sort()
+        kept_classes = [names[anns[i]["category_id"]] for i in keep]
+        caption = img_rec.get("caption") if not keep or len(keep) == len(anns) else None
+        examples.append(
+            Example(
+                pixels=pixels,
+                boxes=boxes[keep] if keep else np.zeros((0, 4), np.float32),
+                phrases=[phrases[i] for i in keep],
+                caption=caption if caption is not None else caption_for(kept_classes),
+                file_name=img_rec["file_name"],
+            )
+        )
+    if not examples:
+        raise DatasetError(f"{root}/annotations/{split}.json: no images to train on")
+    return examples, [names[k] for k in sorted(names)]
+
+
+def inpaint_mask(boxes: torch.Tensor, valid: torch.Tensor, size: int) -> torch.Tensor:
+    """Latent mask, 0 inside the boxes, 1 elsewhere (as ``StableDiffusionGLIGENPipeline``
+    draws it: ``int(coord * size)`` bounds). boxes (n, 4), valid (n,) → (1, size, size)."""
+    mask = torch.ones(size, size)
+    for box, ok in zip(boxes.tolist(), valid.tolist(), strict=True):
+        if ok:
+            x0, y0, x1, y1 = (int(v * size) for v in box)
+            mask[y0:y1, x0:x1] = 0
+    return mask[None]
+
+
+def make_batch(
+    examples: list[Example],
+    indices: list[int],
+    generator: torch.Generator,
+    max_boxes: int,
+    caption_drop_prob: float,
+    grounding_drop_prob: float = 0.0,
+    flip: bool = True,
+    inpaint: bool = False,
+    latent_size: int | None = None,
+) -> dict[str, Any]:
+    """Collate examples into tensors, drawing every random choice from ``generator``.
+
+    Keys: ``pixel_values`` (B, 3, H, W) in [-1, 1]; ``boxes`` (B, N, 4); ``box_mask`` (B, N);
+    ``phrases`` (B×N strings, "" where padded); ``captions`` (B strings); with ``inpaint``
+    also ``inpaint_mask`` (B, 1, h, w) from a random non-empty subset of the boxes, which are
+    then the only grounded ones (the pipeline grounds exactly the boxes it masks).
+    """
+    pix, boxes, box_mask, phrases, captions, masks = [], [], [], [], [], []
+    for idx in indices:
+        ex = examples[idx]
+        r = torch.rand(4, generator=generator)
+        img = torch.from_numpy(ex.pixels).permute(2, 0, 1).float() / 127.5 - 1.0
+        b = torch.from_numpy(ex.boxes[:max_boxes]).clone()
+        if flip and r[0] < 0.5:
+            img = img.flip(-1)
+            b[:, [0, 2]] = 1.0 - b[:, [2, 0]]
+        n = len(b)
+        chosen = torch.zeros(max_boxes, dtype=torch.bool)
+        chosen[:n] = True
+        if inpaint and n:
+            pick = torch.rand(n, generator=generator) < 0.5
+            pick[torch.randint(n, (1,), generator=generator)] = True
+            chosen[:n] = pick
+        # grounding drop trains the null tokens the pipeline's unconditional branch uses
+        valid = chosen & ~(r[1] < grounding_drop_prob)
+        padded = torch.zeros(max_boxes, 4)
+        padded[:n] = b
+        pix.append(img)
+        boxes.append(padded)
+        box_mask.append(valid)
+        phrases.extend(ex.phrases[i] if i < n and valid[i] else "" for i in range(max_boxes))
+        captions.append("" if r[2] < caption_drop_prob else ex.caption)
+        if inpaint:
+            if latent_size is None:
+                raise ValueError("make_batch: inpaint needs latent_size")
+            masks.append(inpaint_mask(padded, chosen, latent_size))
+    out = {
+        "pixel_values": torch.stack(pix),
+        "boxes": torch.stack(boxes),
+        "box_mask": torch.stack(box_mask).float(),
+        "phrases": phrases,
+        "captions": captions,
+    }
+    if inpaint:
+        out["inpaint_mask"] = torch.stack(masks)
+    return out
+
+
+def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """The ``step``-th batch of an epoch-wise shuffled stream: a pure function of (step, seed)."""
+    out = []
+    start = step * batch_size
+    for pos in range(start, start + batch_size):
+        epoch, offset = divmod(pos, num_examples)
+        perm = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        out.append(int(perm[offset]))
+    return out
