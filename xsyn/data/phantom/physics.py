@@ -9,8 +9,9 @@ Model
   has an effective linear attenuation coefficient (1/mm) at a low and a high energy.
 - Line integrals add, transmissions multiply (Beer–Lambert):
   ``T_E = exp(-sum_objects mu_E * t)``. Order does not matter, as in a real scanner.
-- The detector counts photons: ``N ~ Poisson(I0 * T_E)``, reported as ``T_hat = N / I0``
-  (:func:`detect`); a little detector blur is applied to the line integrals before.
+- The detector counts photons: ``N ~ Poisson(I0 * T_E)`` (normal limit above 64
+  photons), reported as ``T_hat = N / I0`` (:func:`detect`); a little detector blur is
+  applied to the line integrals before.
 - Pseudo-colour (:func:`pseudo_colour`) follows the scanner convention. The ratio of the
   log attenuations ``R = ln T_low / ln T_high`` grows with the effective atomic number
   and does not depend on thickness: organic (R ≲ 1.5) is orange, inorganic / mixed
@@ -97,6 +98,18 @@ def transmission(
     return np.exp(-(ml * t).sum(0)), np.exp(-(mh * t).sum(0))
 
 
+def photon_counts(lam: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Poisson counts with mean ``lam``: exact below 64 photons, the normal limit
+    ``rint(λ + √λ·z)`` above (indistinguishable there, and 5× faster)."""
+    lam = np.asarray(lam, np.float32)
+    z = rng.standard_normal(lam.shape, dtype=np.float32)
+    n = np.rint(lam + np.sqrt(lam) * z)
+    small = lam < 64
+    if small.any():
+        n[small] = rng.poisson(lam[small])
+    return np.maximum(n, 0).astype(np.float32)
+
+
 def detect(
     a_low: np.ndarray,
     a_high: np.ndarray,
@@ -116,7 +129,7 @@ def detect(
             a = cv2.GaussianBlur(a, (0, 0), blur_sigma)
         t = np.exp(-a)
         if rng is not None:
-            t = rng.poisson(t * photons).astype(np.float32) / np.float32(photons)
+            t = photon_counts(t * np.float32(photons), rng) / np.float32(photons)
         out.append(np.clip(t, 1.0 / photons, 1.0).astype(np.float32))
     return out[0], out[1]
 
