@@ -104,10 +104,10 @@ def test_collapse_and_explosion_fall_back_flagged():
     (res,) = refine_boxes(img, [attn], [truth], CFG, segmenter=FixedMask(speck))
     assert res.fallback and res.box == truth and res.score <= 0.5
     everything = np.ones(attn.shape, bool)
-    cfg = {**CFG, "margin": 1.0, "max_scale": 1.5}
+    cfg = {**CFG, "margin": 1.0, "max_scale": 1.5, "restrict": None}
     (res,) = refine_boxes(img, [attn], [truth], cfg, segmenter=FixedMask(everything))
     assert res.fallback and res.box == truth
-    (res,) = refine_boxes(img, [attn], [truth], {**CFG, "max_scale": 100.0, "margin": 1.0},
+    (res,) = refine_boxes(img, [attn], [truth], {**cfg, "max_scale": 100.0},
                           segmenter=FixedMask(everything))
     assert not res.fallback and res.box[2] > truth[2]  # the same mask passes wider limits
 
@@ -269,3 +269,12 @@ def test_benchmark_oracle_mode_runs_and_car_wins(tmp_path, capsys):
     assert table["grabcut"]["mean_IoU"] > table["requested"]["mean_IoU"] + 0.1
     assert table["grabcut"]["AP"] > table["requested"]["AP"]
     assert table["requested"]["fallback_rate"] == 0.0
+
+
+def test_box_from_mask_merges_pieces_of_an_occluded_item():
+    mask = np.zeros((50, 50), bool)
+    mask[10:20, 5:20] = True  # 150 px
+    mask[10:20, 25:35] = True  # 100 px: the same item beyond an occluder
+    mask[45:47, 45:47] = True  # 4 px speck
+    assert box_from_mask(mask) == [5.0, 10.0, 15.0, 10.0]
+    assert box_from_mask(mask, merge_ratio=0.2) == [5.0, 10.0, 30.0, 10.0]
