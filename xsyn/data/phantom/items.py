@@ -212,14 +212,18 @@ def wrench(rng: np.random.Generator, ppm: float) -> Canvas:
         cv.disc("steel", (x0 + r_ring, 0), r_ring, t=7)
         hexr = r_ring * 0.62
         cv.poly("steel", _arc(x0 + r_ring, 0, hexr, hexr, 0, 360, 13)[:12], 0)
-    else:
-        cv.poly("steel", [(x0, -w * 0.45), (x1 - 3 * w, -w * 0.6), (x1 - 3 * w, w * 0.6), (x0, w * 0.45)], 7)
-        cv.disc("steel", (x0 + w * 0.4, 0), w * 0.3, t=0)  # hanging hole
-        hx = x1 - 1.6 * w
-        cv.poly("steel", [(hx - 1.5 * w, -1.3 * w), (x1, -1.5 * w), (x1, -0.5 * w), (hx - 0.3 * w, -0.4 * w),
-                          (hx - 0.3 * w, w * 0.9), (hx - 1.5 * w, w * 1.1)], 12)
-        cv.poly("steel", [(hx + 0.1 * w, 0.15 * w), (x1 - 0.3 * w, 0.1 * w), (x1 - 0.3 * w, 0.9 * w), (hx + 0.1 * w, 0.9 * w)], 11)
-        cv.rod("steel", (hx - 1.1 * w, 0.9 * w), (hx - 0.4 * w, 0.9 * w), w * 0.28)
+    else:  # adjustable: tapered handle, round head with a fixed jaw, sliding jaw, worm screw
+        hr = w * u(1.5, 1.8)
+        hx = x1 - hr
+        cv.poly("steel", [(x0, -w * 0.4), (hx, -w * 0.6), (hx, w * 0.6), (x0, w * 0.4)], 6)
+        cv.disc("steel", (x0 + w * 0.5, 0), w * 0.22, t=0)  # hanging hole
+        cv.disc("steel", (hx, 0), hr, t=11)
+        gap = w * u(0.3, 0.6)
+        cv.poly("steel", [(hx - hr * 0.3, -gap), (x1 + 2, -gap), (x1 + 2, gap * 0.2), (hx - hr * 0.3, gap * 0.2)], 0)
+        cv.poly("steel", [(hx - hr * 0.2, gap * 0.2), (x1 - w * 0.1, gap * 0.2), (x1 - w * 0.3, hr * 0.75),
+                          (hx - hr * 0.2, hr * 0.75)], 10)
+        cv.line("steel", [(hx - hr * 0.3, gap * 0.2), (x1, gap * 0.2)], 0.8, 0)
+        cv.rod("steel", (hx - hr * 0.6, hr * 0.55), (hx + hr * 0.1, hr * 0.55), w * 0.3)
     cv.round_edges("steel", 1.5)
     return cv
 
@@ -363,13 +367,15 @@ def knife(rng: np.random.Generator, ppm: float) -> Canvas:
         cv.poly("steel", pts, u(3, 5))
         cv.poly("steel", [(hx - 6, -bw * 1.1), (hx, -bw * 1.1), (hx, bw * 1.1), (hx - 6, bw * 1.1)], 8)
     else:
-        curve = u(0.2, 0.6)
-        spine = -hw * 0.35
-        edge = spine + bw
-        xs = np.linspace(0, 1, 8)
-        top = [(hx + blade * x, spine + (bw * 0.7 * x ** 3 if kind == 1 else 0)) for x in xs]
-        bottom = [(hx + blade * x, edge - bw * (x ** (1 / max(curve, 0.1))) * 0.95) for x in xs[::-1]]
+        belly = u(2.0, 5.0)  # higher: the edge stays straight longer, then sweeps up
+        drop = u(0.0, 0.35) if kind == 0 else u(0.3, 0.6)  # spine drop to the point
+        spine = -hw * 0.45
+        xs = np.linspace(0, 1, 12)
+        top = [(hx + blade * x, spine + bw * drop * x ** 3) for x in xs]
+        bottom = [(hx + blade * x, spine + bw * drop + bw * (1 - drop) * (1 - x ** belly)) for x in xs[::-1]]
         cv.poly("steel", top + bottom, u(1.8, 3.2))
+        if kind == 0:  # bolster
+            cv.poly("steel", [(hx - 4, -hw * 0.5), (hx + 3, -hw * 0.5), (hx + 3, hw * 0.5), (hx - 4, hw * 0.5)], 6)
     hmat = "wood" if rng.random() < 0.35 else "plastic"
     hpts = [(-length / 2, -hw / 2), (hx, -hw * 0.42), (hx, hw * 0.42), (-length / 2, hw / 2)]
     cv.poly(hmat, hpts, u(13, 19))
