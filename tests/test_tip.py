@@ -262,6 +262,22 @@ def test_automatic_extraction_finds_the_item_in_its_box(dataset):
                                CLASS_T[ann["category_id"]], atol=0.03)
 
 
+def test_mask_holes_keep_dense_cores_and_drop_openings():
+    yy, xx = np.mgrid[:40, :40]
+    scan = np.full((40, 40, 3), 0.9, np.float32)
+    outer = (np.abs(xx - 12) <= 6) & (np.abs(yy - 20) <= 6)
+    core = (np.abs(xx - 12) <= 2) & (np.abs(yy - 20) <= 2)
+    scan[outer] *= 0.5
+    scan[core] *= 0.1  # the label left out a photon-starved core: it is still the item
+    ring = ((xx - 29) ** 2 + (yy - 20) ** 2 <= 36) & ((xx - 29) ** 2 + (yy - 20) ** 2 > 9)
+    scan[ring] *= 0.5  # a ring's opening shows the bag: not the item
+    image = {"id": 1, "width": 40, "height": 40}
+    for label, box, truth in ((outer & ~core, [6, 14, 13, 13], outer), (ring, [23, 14, 13, 13], ring)):
+        fg = extract_item(scan, {"id": 1, "category_id": 1, "bbox": box, "segmentation": _rle(label)}, image)
+        x, y, w, h = box
+        assert (fg.mask == truth[y : y + h, x : x + w]).all()
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
