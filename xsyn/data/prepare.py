@@ -26,7 +26,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from xsyn.data.boxes import clip_xywh
@@ -39,7 +38,7 @@ from xsyn.data.contract import (
     save_coco,
     subset_name,
 )
-from xsyn.data.importers import ORIGIN, RawDataset, import_dataset
+from xsyn.data.importers import ORIGIN, RawDataset, import_dataset, open_image
 from xsyn.data.yolo import place_file
 from xsyn.io import atomic_dir, write_json
 
@@ -201,9 +200,9 @@ def check_and_place(img: dict[str, Any], src: Path, dst: Path, link: bool) -> st
     """Open ``src`` fully, check its size, write it to ``dst``; returns how (link/copy/convert)."""
     where = img.get(ORIGIN, f"image id {img['id']}")
     try:
-        with Image.open(src) as im:
+        with open_image(src) as im:
             im.verify()
-        with Image.open(src) as im:
+        with open_image(src) as im:
             im.load()  # verify() does not decode: a truncated file only fails here
             size = im.size
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from PIL import Image
 
 from xsyn.data.boxes import xywh_to_yolo, yolo_to_xywh
 from xsyn.data.contract import DatasetError, check_relative_name
+from xsyn.data.importers import open_image
 
 DECIMALS = 12
 ROUND_PX = 6
@@ -202,7 +202,7 @@ def read_yolo(
     for image_id, p in enumerate(files, 1):
         rel = p.relative_to(img_dir).as_posix()
         try:
-            with Image.open(p) as im:
+            with open_image(p) as im:
                 width, height = im.size
         except (OSError, SyntaxError) as e:
             raise DatasetError(f"{p}: unreadable image: {e}") from None

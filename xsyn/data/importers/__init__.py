@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,12 +122,23 @@ class ImageFinder:
         raise DatasetError(f"{where}: image {name!r} not found in {folder}")
 
 
-def image_size(path: Path, where: str) -> tuple[int, int]:
-    """(width, height) from the image header; an unreadable file is an error naming it."""
+def open_image(path: Path):
+    """``PIL.Image.open`` without ultralytics' patch.
+
+    Once ultralytics is imported, its wrapper of ``Image.open`` answers an unidentifiable
+    file by installing pi-heif; offline that raises ModuleNotFoundError instead of PIL's
+    error, which would hide "this image is unreadable" behind an unrelated message.
+    """
     from PIL import Image
 
+    patches = sys.modules.get("ultralytics.utils.patches")
+    return getattr(patches, "_image_open", Image.open)(path)
+
+
+def image_size(path: Path, where: str) -> tuple[int, int]:
+    """(width, height) from the image header; an unreadable file is an error naming it."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return im.size
     except (OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"{where}: unreadable image {path}: {e}") from None
