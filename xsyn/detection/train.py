@@ -75,6 +75,8 @@ def ultralytics_args(det_cfg: Mapping[str, Any], seed: int, device: str, project
         "plots": False,
         "val": True,
         "verbose": False,
+        # any other ultralytics train argument (optimizer, lr0, nbs, mosaic, ...), verbatim
+        **dict(det_cfg.get("train_args") or {}),
     }
 
 
