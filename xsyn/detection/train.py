@@ -105,6 +105,7 @@ def train_detector(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    shutil.rmtree(out / "mix", ignore_errors=True)  # a stale mix from an earlier run would leak images
     mix = build_mix(
         dataset, share, sources, synthetic_root, out / "mix",
         repeat=float(det_cfg.get("synthetic_repeat", 1.0)), seed=seed,
