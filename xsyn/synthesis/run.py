@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,8 @@ def load_pipeline(generator: str | Path, cfg: Mapping[str, Any]):
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision) if device != "cpu" else None
     pipe = XsynPipeline.from_components(load_generator(generator, device=device, dtype=dtype))
     pipe.set_progress_bar_config(disable=True)
+    if cfg["synthesis"].get("compile", False):
+        pipe.unet.compile(dynamic=False)  # in place: module names (and CAR's hooks) stay
     return pipe
 
 
@@ -127,69 +130,105 @@ def synthesize_shard(cfg: Mapping[str, Any], method: str, dataset_root: str | Pa
     write_non_bom = bool(bom_cfg and bom_cfg.get("write_non_bom"))
     categories = coco["categories"]
 
-    jobs: list[tuple[dict, Layout, np.ndarray, int, float]] = []
-    skipped = 0
-    for img in sources:
+    def prepare(img: dict) -> tuple[dict, Layout | None, np.ndarray, int]:
+        """Read, resize and lay out one source scan (runs in a loader thread)."""
         pil = Image.open(root / "images" / img["file_name"]).convert("RGB")
-        scale = size / img["width"], size / img["height"]
+        sx, sy = size / img["width"], size / img["height"]
         if pil.size != (size, size):
             pil = pil.resize((size, size), Image.BICUBIC)
         arr = np.asarray(pil)
-        sx, sy = scale
         image_anns = [{**a, "bbox": [a["bbox"][0] * sx, a["bbox"][1] * sy, a["bbox"][2] * sx,
                                      a["bbox"][3] * sy]} for a in anns[img["id"]]]
-        regions = [[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy]
-                   for r in candidates(img["id"], arr)]
+        regions = [[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy] for r in candidates(img["id"], arr)]
         seed = image_seed(syn["seed"], img["id"])
         layout = make_layout(recipe.layout, image_anns, names, regions, (size, size), syn["xsyn_a"], seed)
-        if layout is None:
-            skipped += 1
-            continue
-        jobs.append((img, layout, arr, seed, sx))
+        return img, layout, arr, seed
 
-    with ShardWriter(out_dir, categories, method) as shard:
-        batch = int(syn["batch_size"])
-        bar = tqdm(total=len(jobs), desc=f"{method} {out_dir.name}", unit="img")
-        for start in range(0, len(jobs), batch):
-            chunk = jobs[start:start + batch]
-            out = pipe(
-                [j[1] for j in chunk], [j[2] for j in chunk], seeds=[j[3] for j in chunk],
-                num_inference_steps=syn["steps"], guidance_scale=syn["guidance_scale"],
-                eta=syn["eta"], negative_prompt=syn["negative_prompt"], car=car_cfg, bom=bom_cfg,
-                grounding_beta=syn.get("grounding_beta", 1.0), return_non_bom=write_non_bom,
-                resolution=size,
-            )
-            for k, (img, layout, _, seed, _) in enumerate(chunk):
-                records = [_kept_record(a) for a in layout.kept]
-                for n, cid in enumerate(layout.category_ids):
-                    res = out.car[k][n] if out.car is not None else None
-                    box = clip_xywh(out.boxes[k][n], size, size)
-                    if box[2] <= 0 or box[3] <= 0:
-                        continue
-                    records.append({
-                        "category_id": cid, "bbox": box, "phrase": phrase_for(layout.classes[n]),
-                        "requested_bbox": [float(v) for v in out.requested_boxes[k][n]],
-                        "car_score": None if res is None else float(res.score),
-                        "car_fallback": None if res is None else bool(res.fallback),
-                        "generated": True,
-                    })
-                extra = ({"non_bom": Image.fromarray(out.non_bom_images[k])}
-                         if out.non_bom_images is not None else None)
-                shard.add_image(
-                    Image.fromarray(out.images[k]), f"{img['id']:06d}.png", records,
-                    provenance={
-                        "source_image_id": img["id"], "source_file_name": img["file_name"],
-                        "seed": seed, "generator": gen_id, "layout": recipe.layout,
-                        "car": car_cfg is not None, "bom": bom_cfg is not None,
-                        "bom_region": layout.bom_region if bom_cfg else None,
-                        "steps": syn["steps"], "guidance_scale": syn["guidance_scale"],
-                        "caption": layout.prompt,
-                    },
-                    extra_images=extra,
-                )
-            bar.update(len(chunk))
+    batch = resolve_batch_size(syn["batch_size"], pipe, size)
+    written = skipped = 0
+    with ShardWriter(out_dir, categories, method) as shard, ThreadPoolExecutor(2) as loader:
+        # The loader threads read and lay out scans ahead while the device samples.
+        bar = tqdm(total=len(sources), desc=f"{method} {out_dir.name}", unit="img")
+        pending = loader.map(prepare, sources)
+        chunk: list[tuple[dict, Layout, np.ndarray, int]] = []
+        for n_done, (img, layout, arr, seed) in enumerate(pending, 1):
+            if layout is None:
+                skipped += 1
+            else:
+                chunk.append((img, layout, arr, seed))
+            if len(chunk) == batch or (n_done == len(sources) and chunk):
+                _write_batch(shard, pipe, chunk, syn, size, car_cfg, bom_cfg, write_non_bom,
+                             gen_id, recipe)
+                written += len(chunk)
+                bar.update(len(chunk))
+                chunk = []
+        bar.update(skipped)
         bar.close()
-    return {"skipped": False, "out": str(out_dir), "images": len(jobs), "no_layout": skipped}
+    return {"skipped": False, "out": str(out_dir), "images": written, "no_layout": skipped}
+
+
+def resolve_batch_size(value: int | str, pipe: Any, size: int) -> int:
+    """``auto`` on CUDA: the batch that fills ~80 % of free memory, from a 1-scan probe."""
+    if value != "auto":
+        return int(value)
+    import torch
+
+    device = pipe._execution_device
+    if device.type != "cuda":
+        return 4
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    probe = Layout([[size / 4, size / 4, size / 2, size / 2]], ["item"], [0], bom_region=None)
+    pipe([probe, probe], [np.zeros((size, size, 3), np.uint8)] * 2, seeds=[0, 1],
+         num_inference_steps=1, resolution=size)
+    per_image = max((torch.cuda.max_memory_allocated(device) - base) / 2, 1)
+    batch = max(1, int(0.8 * free / per_image))
+    log.info("synthesis.batch_size auto: %d (%.0f MiB per scan, %.0f MiB free)", batch,
+             per_image / 2**20, free / 2**20)
+    return min(batch, 256)
+
+
+def _write_batch(shard: ShardWriter, pipe: Any, chunk: list, syn: Mapping[str, Any], size: int,
+                 car_cfg: dict | None, bom_cfg: Mapping[str, Any] | None, write_non_bom: bool,
+                 gen_id: str, recipe: Method) -> None:
+    """Sample one batch of layouts and add its images and labels to the shard."""
+    out = pipe(
+        [j[1] for j in chunk], [j[2] for j in chunk], seeds=[j[3] for j in chunk],
+        num_inference_steps=syn["steps"], guidance_scale=syn["guidance_scale"],
+        eta=syn["eta"], negative_prompt=syn["negative_prompt"], car=car_cfg, bom=bom_cfg,
+        grounding_beta=syn.get("grounding_beta", 1.0), return_non_bom=write_non_bom,
+        resolution=size,
+    )
+    for k, (img, layout, _, seed) in enumerate(chunk):
+        records = [_kept_record(a) for a in layout.kept]
+        for n, cid in enumerate(layout.category_ids):
+            res = out.car[k][n] if out.car is not None else None
+            box = clip_xywh(out.boxes[k][n], size, size)
+            if box[2] <= 0 or box[3] <= 0:
+                continue
+            records.append({
+                "category_id": cid, "bbox": box, "phrase": phrase_for(layout.classes[n]),
+                "requested_bbox": [float(v) for v in out.requested_boxes[k][n]],
+                "car_score": None if res is None else float(res.score),
+                "car_fallback": None if res is None else bool(res.fallback),
+                "generated": True,
+            })
+        extra = ({"non_bom": Image.fromarray(out.non_bom_images[k])}
+                 if out.non_bom_images is not None else None)
+        shard.add_image(
+            Image.fromarray(out.images[k]), f"{img['id']:06d}.png", records,
+            provenance={
+                "source_image_id": img["id"], "source_file_name": img["file_name"],
+                "seed": seed, "generator": gen_id, "layout": recipe.layout,
+                "car": car_cfg is not None, "bom": bom_cfg is not None,
+                "bom_region": layout.bom_region if bom_cfg else None,
+                "steps": syn["steps"], "guidance_scale": syn["guidance_scale"],
+                "caption": layout.prompt,
+            },
+            extra_images=extra,
+        )
 
 
 def _kept_record(ann: Mapping[str, Any]) -> dict[str, Any]:
