@@ -104,6 +104,12 @@ def test_from_pretrained_seeded_and_batch_independent(generator):
     # VAE reconstruction: a no-CAR, no-BOM run keeps the requested boxes.
     plain = pipe(_layouts(), _images(), seeds=[5, 6], num_inference_steps=3)
     assert plain.car is None and plain.boxes == plain.requested_boxes
+    np.testing.assert_array_equal(plain.images[0], a.non_bom_images[0])  # CAR/BOM don't steer sampling
+    # BOM during sampling: occlusion enters the trajectory; there is no separate non-BOM image.
+    during = pipe(_layouts(), _images(), seeds=[5, 6], num_inference_steps=3,
+                  bom={"alpha": 0.3, "when": "during"}, return_non_bom=True)
+    assert during.non_bom_images is None
+    assert not np.array_equal(during.images[0], plain.images[0])
 
 
 def test_free_layout_reads_boxes_from_attention(generator):
