@@ -83,6 +83,7 @@ class XsynPipeline(DiffusionPipeline):
                               unet=unet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.store = AttentionStore()
+        self._capture_key: tuple | None = None
         self._segmenters: dict[str, Any] = {}
 
     @classmethod
@@ -242,9 +243,14 @@ class XsynPipeline(DiffusionPipeline):
         step_kwargs = {"eta": eta, "generator": gens} if eta > 0 else {"eta": eta}
 
         if car_on:
-            install_capture(self.unet, self.store, side, car.get("resolutions", [16]),
-                            car.get("blocks", ["down", "up"]))
-            self.store.reset(b, car.get("resolutions", [16]), self.tokenizer.model_max_length, device)
+            key = (side, tuple(car.get("resolutions", [16])), tuple(car.get("blocks", ["down", "up"])))
+            if key != self._capture_key:
+                # Installed once and kept: with the store inactive the captured layers run
+                # plain SDPA, and a compiled UNet is not recompiled on every call.
+                remove_capture(self.unet)
+                install_capture(self.unet, self.store, side, key[1], key[2])
+                self._capture_key = key
+            self.store.reset(b, key[1], self.tokenizer.model_max_length, device)
         n_grounded = int(grounding_beta * len(timesteps))
         self._enable_fuser(True)
         try:
@@ -268,8 +274,6 @@ class XsynPipeline(DiffusionPipeline):
                 latents = self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
         finally:
             self.store.active = False
-            if car_on:
-                remove_capture(self.unet)
             self._enable_fuser(True)
 
         if needs_real:  # the real scan, exactly, outside the generated boxes
