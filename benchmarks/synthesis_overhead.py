@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthesis_speed import make_inputs, sd14_components  # noqa: E402
+from synthesis_speed import make_clock, make_inputs, sd14_components  # noqa: E402
 
 from xsyn.config import load_config, resolve_device  # noqa: E402
 from xsyn.generator.factory import build_tiny_components  # noqa: E402
@@ -58,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
           "resolution": size}
     runs = {"on": lambda: pipe(layouts, images, seeds, car=car, bom=bom, **kw),
             "off": lambda: pipe(layouts, images, seeds, **kw)}
+    clock = make_clock(device)
     times: dict[str, list[float]] = {"on": [], "off": []}
     for fn in runs.values():
         fn()  # warm-up
@@ -65,14 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         for key, fn in runs.items():
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            t = time.perf_counter()
+            t = clock()
             fn()
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            times[key].append(time.perf_counter() - t)
+            times[key].append(clock() - t)
     on, off = min(times["on"]), min(times["off"])
     ratio = on / off
-    print(f"model {args.model}, {device}, {size} px, {kw['num_inference_steps']} steps, batch {args.batch}")
+    what = "wall" if device.startswith("cuda") else "process CPU"
+    print(f"model {args.model}, {device} ({what} time), {size} px, {kw['num_inference_steps']} steps, batch {args.batch}")
     print(f"CAR+BOM on : {on:.3f} s ({args.batch / on:.3f} img/s)")
     print(f"CAR+BOM off: {off:.3f} s ({args.batch / off:.3f} img/s)")
     print(f"ratio on/off: {ratio:.3f}  ({'PASS' if ratio <= args.max_ratio else 'FAIL'}, bar {args.max_ratio})")

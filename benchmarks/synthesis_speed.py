@@ -90,6 +90,12 @@ def make_inputs(n: int, size: int, seed: int = 0) -> tuple[list[Layout], list[np
     return layouts, images
 
 
+def make_clock(device: str):
+    """Wall time on GPU; on CPU the process's CPU time, so that other jobs sharing the
+    cores (this project's CI machine) do not leak into the ratios."""
+    return time.perf_counter if device.startswith("cuda") else time.process_time
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -155,6 +161,7 @@ def bench(name: str, comp: GeneratorComponents, size: int, args: argparse.Namesp
                 num_inference_steps=args.steps, guidance_scale=args.guidance, height=size,
                 width=size, generator=torch.Generator("cpu").manual_seed(s), output_type="np")
 
+    clock = make_clock(device)
     # Interleave the three so that load changes on a shared machine hit them alike.
     times = {"on": [], "off": [], "diffusers": []}
     for fn in (on, off, reference):  # warm-up (kernels, allocator, SAM/GrabCut init)
@@ -162,10 +169,10 @@ def bench(name: str, comp: GeneratorComponents, size: int, args: argparse.Namesp
     for _ in range(args.repeats):
         for key, fn in (("on", on), ("off", off), ("diffusers", reference)):
             _sync(device)
-            t = time.perf_counter()
+            t = clock()
             fn()
             _sync(device)
-            times[key].append(time.perf_counter() - t)
+            times[key].append(clock() - t)
     best = {k: min(v) for k, v in times.items()}
     ips = {k: args.batch / v for k, v in best.items()}
     row = {"model": name, "device": device, "dtype": str(dtype).replace("torch.", ""),

@@ -5,9 +5,9 @@ CAR needs, per class word, the conditional branch's text cross-attention (``attn
 summed over the denoising steps (DESIGN §2). A naive hook that keeps every step's map
 costs memory linear in steps × layers; here a processor installed on just those few
 ``attn2`` modules adds each call's head-mean into one preallocated buffer per resolution
-on the device. Every other attention layer keeps diffusers' fused SDPA processor, and
-the captured layers use SDPA for the unconditional half and compute the probabilities
-explicitly only for the conditional half, once, using them for both output and map.
+on the device. Every other attention layer keeps diffusers' fused SDPA processor; the
+captured layers compute the (small: side² × 77) probabilities explicitly, once, and use
+them both for the output and, for the conditional half only, for the map.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class AttentionStore:
 
 
 class CaptureAttnProcessor(AttnProcessor2_0):
-    """SDPA cross-attention that also adds the conditional half's head-mean to a store."""
+    """Cross-attention that also adds the conditional half's head-mean to a store."""
 
     def __init__(self, store: AttentionStore, side: int) -> None:
         super().__init__()
@@ -108,16 +108,11 @@ class CaptureAttnProcessor(AttnProcessor2_0):
         v = attn.to_v(encoder_hidden_states)
         head_dim = k.shape[-1] // heads
         q, k, v = (t.view(batch, -1, heads, head_dim).transpose(1, 2) for t in (q, k, v))
-        n_cond = min(self.store.batch, batch)
-        split = batch - n_cond
-        parts = []
-        if split:
-            parts.append(F.scaled_dot_product_attention(q[:split], k[:split], v[:split]))
-        probs = torch.softmax(q[split:] @ k[split:].transpose(-1, -2) * attn.scale, dim=-1)
-        self.store.add(self.side, probs)
-        parts.append(probs @ v[split:])
-        out = torch.cat(parts) if split else parts[0]
-        out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(q.dtype)
+        # side² × 77 scores are small: one explicit attention over the whole batch costs
+        # less than SDPA on one half plus explicit on the other plus a concatenation.
+        probs = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)
+        self.store.add(self.side, probs[batch - min(self.store.batch, batch):])
+        out = (probs @ v).transpose(1, 2).reshape(batch, -1, heads * head_dim).to(q.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if attn.residual_connection:
             out = out + residual
