@@ -14,10 +14,20 @@ from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
 from xsyn.cli import main
+from xsyn.config import load_config
 from xsyn.data.contract import load_coco
-from xsyn.data.phantom import CLASSES, SceneParams, clutter, generate, items, physics, render_scene
+from xsyn.data.phantom import (
+    CLASSES,
+    SceneParams,
+    clutter,
+    generate,
+    items,
+    params_from_config,
+    physics,
+    render_scene,
+)
 from xsyn.data.phantom.canvas import Canvas, place
-from xsyn.data.phantom.labels import object_label
+from xsyn.data.phantom.labels import object_label, scene_labels
 from xsyn.data.phantom.scene import Scene, SceneObject, _accumulate
 from xsyn.data.phantom.writer import scene_rng
 
@@ -261,3 +271,30 @@ def test_cli_writes_and_overrides(tmp_path):
     assert all(im["hidden_items"] + sum(a["image_id"] == im["id"] for a in coco["annotations"]) == 2
                for im in coco["images"])
     assert main(["phantom", "--out", str(out), "--num-images", "0", "--no-progress"]) == 1
+
+
+def test_config_section_maps_to_scene_params():
+    cfg = load_config(overrides=["phantom.class_balance=pidray", "phantom.item_scale=[0.9,1.1]"])
+    p = params_from_config(cfg["phantom"], image_size=80)
+    assert p.image_size == 80 and p.item_scale == (0.9, 1.1) and p.class_balance == "pidray"
+    w = p.class_weights()
+    assert w.shape == (12,) and w.sum() == pytest.approx(1.0) and w.std() > 0
+    with pytest.raises(ValueError, match="class_balance"):
+        SceneParams(class_balance="zipf").class_weights()
+
+
+def test_clutter_density_controls_overlap():
+    """More clutter → more benign regions and more occluded items (what BOM imitates)."""
+    def stats(clutter_range):
+        params = SceneParams(image_size=96, clutter=clutter_range, items_per_bag=(2, 2), min_visibility=0.0)
+        occ, regions = [], 0
+        for i in range(30):
+            scene = render_scene(scene_rng(11, i), params)
+            anns, regs, _ = scene_labels(scene, params.photons, params.visible_share, 0.0)
+            occ += [a["occlusion"] for a in anns]
+            regions += len(regs)
+        return float(np.mean(occ)), regions
+
+    occ_lo, reg_lo = stats((0, 0))
+    occ_hi, reg_hi = stats((10, 12))
+    assert reg_hi > reg_lo + 200 and occ_hi > occ_lo + 0.1
