@@ -44,8 +44,8 @@ def _hue(rgb: np.ndarray) -> float:
 def test_single_object_transmission_is_beer_lambert(t, mat):
     m = M[mat]
     tl, th = physics.transmission(m.mu_low, m.mu_high, np.full((2, 2), t, np.float32))
-    np.testing.assert_allclose(tl, np.exp(-m.mu_low * t), rtol=1e-5)
-    np.testing.assert_allclose(th, np.exp(-m.mu_high * t), rtol=1e-5)
+    np.testing.assert_allclose(tl, np.exp(-m.mu_low * t), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(th, np.exp(-m.mu_high * t), rtol=1e-5, atol=1e-12)
 
 
 def test_placed_plate_transmission_matches_exp_mu_t():
