@@ -10,6 +10,9 @@ photons (``T_high ≥ 3 / I0``). Then
   how much of what the scan shows at the item comes from other objects (bag included);
 - ``bbox`` is tight around the visible mask; the segmentation is its COCO RLE.
 
+A dropped item stays in the scan (as a real, hidden item would); each image records how
+many were dropped in ``images[i]["hidden_items"]``.
+
 Benign regions use their footprint (where a benign object *is*, the candidate place
 for Xsyn-A and BOM), with the same occlusion measure.
 """
