@@ -141,7 +141,9 @@ def test_second_run_does_nothing(finished):
 
 
 def test_changing_one_value_reruns_only_its_dependents(finished):
-    out = snakemake(finished, "-n", "--config", "detection={'epochs': 2}")
+    changed = finished / "changed.yaml"
+    changed.write_text("detection:\n  epochs: 2\n")
+    out = snakemake(finished, "-n", "--configfile", str(changed))
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     assert "train_detector" in text and "aggregate" in text
@@ -186,6 +188,8 @@ def test_killed_during_finetune_resumes_to_the_same_result(finished, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (ws / "results/models/generator").exists()  # nothing half-written
+    # A hard kill leaves Snakemake's lock behind; --unlock releases it (documented in the README).
+    assert snakemake(ws, "--unlock").returncode == 0
     out = snakemake(ws)
     assert out.returncode == 0, out.stderr[-5000:]
     gen = "results/models/generator"
