@@ -13,7 +13,14 @@ from PIL import Image
 
 from xsyn.config import load_config
 from xsyn.data.contract import save_coco
-from xsyn.generator.data import batch_indices, crop_resize, inpaint_mask, load_examples, make_batch
+from xsyn.generator.data import (
+    batch_indices,
+    crop_resize,
+    inpaint_mask,
+    load_examples,
+    make_batch,
+    random_crop,
+)
 from xsyn.generator.factory import build_tiny_components, load_generator
 from xsyn.generator.finetune import (
     FineTuner,
@@ -130,6 +137,36 @@ def test_batch_is_a_function_of_the_generator(dataset):
     assert batch_indices(8, 3, 5, 0) == batch_indices(8, 3, 5, 0)
     epoch = [i for s in range(4) for i in batch_indices(8, 2, s, 0)]
     assert sorted(epoch) == list(range(8))
+
+
+def test_random_crop_and_latent_cache(dataset, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    c = random_crop(x, 4, g)
+    assert c.shape == (2, 3, 4, 4)
+    for i in range(2):  # each crop is a contiguous window of its own image
+        y0, x0 = divmod(int((c[i, 0, 0, 0] - x[i, 0, 0, 0]).item()), 8)
+        torch.testing.assert_close(c[i], x[i, :, y0 : y0 + 4, x0 : x0 + 4])
+    assert random_crop(x, 0, g) is x
+    tuner = FineTuner(tiny_cfg(), dataset, tmp_path / "g", tmp_path / "w")
+    tuner.latent_cache = (torch.randn(8, 4, 4, 4), torch.rand(8, 4, 4, 4))
+    batch = {"indices": [3, 5], "flipped": torch.tensor([True, False])}
+    tuner.attach_latents(batch)
+    torch.testing.assert_close(batch["latent_mean"][0], tuner.latent_cache[0][3].flip(-1))
+    torch.testing.assert_close(batch["latent_std"][1], tuner.latent_cache[1][5])
+
+
+def test_mask_loss_weight_focuses_on_boxes(dataset):
+    cfg = tiny_cfg()
+    comps = build_tiny_components(cfg["generator"]["tiny"], RES, inpaint=True)
+    examples, _ = load_examples(dataset, "train", RES)
+    batch = make_batch(examples, [0, 1], torch.Generator().manual_seed(0), 8, 0.0, inpaint=True, latent_size=16)
+    stage = Stage("i", 1, True, "unet")
+    with torch.no_grad():
+        plain = float(LossModule(comps, stage, True, 1.0)(batch, torch.Generator().manual_seed(1)))
+        again = float(LossModule(comps, stage, True, 1.0)(batch, torch.Generator().manual_seed(1)))
+        heavy = float(LossModule(comps, stage, True, 50.0)(batch, torch.Generator().manual_seed(1)))
+    assert plain == again and heavy != plain
 
 
 # ------------------------------------------------------------------ trainable sets
@@ -270,3 +307,14 @@ def test_budget_stops_with_checkpoint(dataset, tmp_path):
     with pytest.raises(BudgetExceeded, match="rerun"):
         tuner.train()
     assert tuner.latest_checkpoint() is not None and not (tmp_path / "g").exists()
+
+
+def test_inpainting_checkpoint_cannot_train_generation_stage(dataset, tmp_path):
+    from xsyn.generator.factory import save_generator
+
+    cfg = tiny_cfg()
+    save_generator(build_tiny_components(cfg["generator"]["tiny"], RES, inpaint=True), tmp_path / "base")
+    cfg["generator"]["kind"] = "pretrained"
+    cfg["generator"]["pretrained"]["pipeline"] = str(tmp_path / "base")
+    with pytest.raises(ValueError, match="already an inpainting model"):
+        finetune(cfg, dataset, tmp_path / "gen", tmp_path / "gen.work")

@@ -123,17 +123,20 @@ def make_batch(
     """Collate examples into tensors, drawing every random choice from ``generator``.
 
     Keys: ``pixel_values`` (B, 3, H, W) in [-1, 1]; ``boxes`` (B, N, 4); ``box_mask`` (B, N);
-    ``phrases`` (B×N strings, "" where padded); ``captions`` (B strings); with ``inpaint``
+    ``phrases`` (B×N strings, "" where padded); ``captions`` (B strings); ``indices`` and
+    ``flipped`` (B,) to look up cached latents; with ``inpaint``
     also ``inpaint_mask`` (B, 1, h, w) from a random non-empty subset of the boxes, which are
     then the only grounded ones (the pipeline grounds exactly the boxes it masks).
     """
-    pix, boxes, box_mask, phrases, captions, masks = [], [], [], [], [], []
+    pix, boxes, box_mask, phrases, captions, masks, flips = [], [], [], [], [], [], []
     for idx in indices:
         ex = examples[idx]
         r = torch.rand(4, generator=generator)
         img = torch.from_numpy(ex.pixels).permute(2, 0, 1).float() / 127.5 - 1.0
         b = torch.from_numpy(ex.boxes[:max_boxes]).clone()
-        if flip and r[0] < 0.5:
+        flipped = bool(flip and r[0] < 0.5)
+        flips.append(flipped)
+        if flipped:
             img = img.flip(-1)
             b[:, [0, 2]] = 1.0 - b[:, [2, 0]]
         n = len(b)
@@ -162,6 +165,8 @@ def make_batch(
         "box_mask": torch.stack(box_mask).float(),
         "phrases": phrases,
         "captions": captions,
+        "indices": list(indices),
+        "flipped": torch.tensor(flips),
     }
     if inpaint:
         out["inpaint_mask"] = torch.stack(masks)
@@ -177,3 +182,14 @@ def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> l
         perm = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         out.append(int(perm[offset]))
     return out
+
+
+def random_crop(pix: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random ``size`` × ``size`` crop per image (the VAE is convolutional: small crops
+    teach it the same textures at a fraction of the cost)."""
+    n, _, h, w = pix.shape
+    if size <= 0 or size >= min(h, w):
+        return pix
+    ys = torch.randint(0, h - size + 1, (n,), generator=generator).tolist()
+    xs = torch.randint(0, w - size + 1, (n,), generator=generator).tolist()
+    return torch.stack([p[:, y : y + size, x : x + size] for p, y, x in zip(pix, ys, xs, strict=True)])

@@ -172,14 +172,23 @@ def build_tiny_components(
         norm_num_groups=_group_count(vae_ch),
         sample_size=resolution,
         scaling_factor=1.0,  # set from data after VAE pre-training
+        # attention at the VAE's latent resolution is a large share of a CPU step
+        mid_block_add_attention=tiny.get("vae_mid_attention", True),
     )
+    # Cross-attention (and GLIGEN's gated self-attention) only on the levels asked for:
+    # CAR needs 16×16 maps; full attention at 32×32 triples a CPU training step.
+    attn = list(tiny.get("unet_attention") or [True] * len(unet_ch))
+    if len(attn) != len(unet_ch) or not any(attn):
+        raise ValueError(
+            f"generator.tiny.unet_attention {attn} must give one flag per unet_channels level, at least one true"
+        )
     unet = UNet2DConditionModel(
         sample_size=resolution // vae_factor,
         in_channels=9 if inpaint else tiny.get("latent_channels", 4),
         out_channels=tiny.get("latent_channels", 4),
         block_out_channels=tuple(unet_ch),
-        down_block_types=("CrossAttnDownBlock2D",) * len(unet_ch),
-        up_block_types=("CrossAttnUpBlock2D",) * len(unet_ch),
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in attn[::-1]),
         layers_per_block=tiny["layers_per_block"],
         cross_attention_dim=tiny["cross_attention_dim"],
         attention_head_dim=tiny["attention_head_dim"],

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xsyn.generator.data import Example, batch_indices, load_examples, make_batch
+from xsyn.generator.data import Example, batch_indices, load_examples, make_batch, random_crop
 from xsyn.generator.factory import (
     GeneratorComponents,
     build_components,
@@ -136,10 +136,11 @@ class LossModule(torch.nn.Module):
     ``StableDiffusionGLIGENPipeline`` does at sampling time.
     """
 
-    def __init__(self, comps: GeneratorComponents, stage: Stage, train_text: bool):
+    def __init__(self, comps: GeneratorComponents, stage: Stage, train_text: bool, mask_loss_weight: float = 1.0):
         super().__init__()
         self.unet, self.vae, self.text_encoder = comps.unet, comps.vae, comps.text_encoder
         self.comps, self.stage, self.train_text = comps, stage, train_text
+        self.mask_loss_weight = mask_loss_weight
 
     def sample_latents(self, pix: torch.Tensor, g: torch.Generator) -> tuple[Any, torch.Tensor]:
         """The VAE posterior and a sample drawn with the step's generator."""
@@ -149,13 +150,18 @@ class LossModule(torch.nn.Module):
 
     def forward(self, batch: dict[str, Any], g: torch.Generator) -> torch.Tensor:
         dev = self.unet.device
-        pix = batch["pixel_values"].to(dev)
         if self.stage.kind == "vae":
+            pix = batch["pixel_values"].to(dev)
             post, z = self.sample_latents(pix, g)
             rec = self.vae.decode(z).sample.float()
             return F.l1_loss(rec, pix) + F.mse_loss(rec, pix) + VAE_KL_WEIGHT * post.kl().mean()
         with torch.no_grad():
-            latents = self.sample_latents(pix, g)[1].float() * self.vae.config.scaling_factor
+            if "latent_mean" in batch:  # cached posterior (see FineTuner.cache_latents)
+                mean, std = batch["latent_mean"].to(dev), batch["latent_std"].to(dev)
+                latents = mean + std * torch.randn(mean.shape, generator=g).to(dev)
+            else:
+                latents = self.sample_latents(batch["pixel_values"].to(dev), g)[1].float()
+            latents = latents.float() * self.vae.config.scaling_factor
         noise = torch.randn(latents.shape, generator=g).to(dev)
         sched = self.comps.scheduler
         t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=g).to(dev)
@@ -174,6 +180,11 @@ class LossModule(torch.nn.Module):
         pred = self.unet(
             model_in, t, encoder_hidden_states=ctx.to(self.unet.dtype), cross_attention_kwargs={"gligen": gligen}
         ).sample
+        if self.stage.inpaint and self.mask_loss_weight != 1.0:
+            # weight the repainted boxes more than the (given) context: a tiny model's
+            # capacity goes to the items, not to re-predicting the known background
+            w = 1.0 + (self.mask_loss_weight - 1.0) * (1.0 - batch["inpaint_mask"].to(dev))
+            return ((pred.float() - noise) ** 2 * w).mean() / w.mean()
         return F.mse_loss(pred.float(), noise)
 
 
@@ -240,6 +251,7 @@ class FineTuner:
             )
         self.records: list[dict[str, Any]] = []
         self.extra_outputs = extra_outputs
+        self.latent_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -331,7 +343,8 @@ class FineTuner:
         self.lr_scheduler = get_scheduler(
             "constant_with_warmup", self.optimizer, num_warmup_steps=self.ft.get("warmup_steps", 0)
         )
-        self.model, self.optimizer = acc.prepare(LossModule(self.comps, stage, self.from_scratch), self.optimizer)
+        loss_module = LossModule(self.comps, stage, self.from_scratch, self.ft.get("mask_loss_weight", 1.0))
+        self.model, self.optimizer = acc.prepare(loss_module, self.optimizer)
         self.ema = None
         if self.ft.get("ema") and stage.kind == "unet":
             self.ema = EMAModel(params, decay=self.ft.get("ema_decay", 0.999))
@@ -348,6 +361,27 @@ class FineTuner:
             self.comps.vae.register_to_config(scaling_factor=self.latent_scale())
         self.accelerator.free_memory()
         self.model = self.optimizer = self.lr_scheduler = self.ema = None
+
+    @torch.no_grad()
+    def cache_latents(self) -> None:
+        """Encode every training scan once (posterior mean and std, unflipped); a flipped
+        example uses the flipped latent. Deterministic, so a resumed run rebuilds the same."""
+        vae = self.comps.vae.eval()
+        means, stds = [], []
+        g = torch.Generator().manual_seed(self.seed)
+        idx = list(range(len(self.examples)))
+        for i in tqdm(range(0, len(idx), 16), desc="cache latents", disable=not self.accelerator.is_local_main_process):
+            pix = make_batch(self.examples, idx[i : i + 16], g, self.ft.get("max_boxes", 8), 0.0, flip=False)
+            post = vae.encode(pix["pixel_values"].to(self.accelerator.device, vae.dtype)).latent_dist
+            means.append(post.mean.float().cpu())
+            stds.append(post.std.float().cpu())
+        self.latent_cache = (torch.cat(means), torch.cat(stds))
+
+    def attach_latents(self, batch: dict[str, Any]) -> None:
+        mean, std = (t[batch["indices"]] for t in self.latent_cache)
+        f = batch["flipped"]
+        batch["latent_mean"] = torch.where(f[:, None, None, None], mean.flip(-1), mean)
+        batch["latent_std"] = torch.where(f[:, None, None, None], std.flip(-1), std)
 
     @torch.no_grad()
     def latent_scale(self, max_images: int = 64) -> float:
@@ -373,6 +407,8 @@ class FineTuner:
             if self.ema is not None and ckpt["ema"] is not None:
                 self.ema.load_state_dict(ckpt["ema"])
         self.model.train()
+        if stage.kind == "unet" and self.ft.get("cache_latents", False) and self.latent_cache is None:
+            self.cache_latents()
         accum = self.ft.get("gradient_accumulation", 1)
         latent_size = self.gen["resolution"] // self.comps.vae_scale_factor
         bar = tqdm(
@@ -392,6 +428,10 @@ class FineTuner:
                     self.ft.get("grounding_drop_prob", 0.0) if stage.kind == "unet" else 0.0,
                     flip=True, inpaint=stage.inpaint, latent_size=latent_size,
                 )
+                if stage.kind == "vae":
+                    batch["pixel_values"] = random_crop(batch["pixel_values"], self.ft.get("vae_crop", 0), g)
+                elif self.latent_cache is not None:
+                    self.attach_latents(batch)
                 with acc.accumulate(self.model):
                     loss = self.model(batch, g)
                     acc.backward(loss)
@@ -437,6 +477,12 @@ class FineTuner:
     def train(self) -> GeneratorComponents:
         """Run (or resume) every stage; returns the final components (also written to ``out``)."""
         self.comps = build_components({**self.cfg, "seed": self.seed}, inpaint=False)
+        if self.comps.unet.config.in_channels == 9 and any(s.kind == "unet" and not s.inpaint for s in self.stages):
+            raise ValueError(
+                "finetune.stages: the configured UNet is already an inpainting model (9-channel conv_in), "
+                "so it cannot train a generation stage; point generator.pretrained at a generation "
+                "checkpoint (e.g. gligen-1-4-generation-text-box) or keep only inpainting stages"
+            )
         self.model = self.optimizer = self.lr_scheduler = self.ema = None
         start_stage, start_step, global_step, ckpt = 0, 0, 0, None
         path = self.latest_checkpoint()
