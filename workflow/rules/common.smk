@@ -6,7 +6,6 @@ from pathlib import Path
 DATASET = config["dataset"]["name"]
 # Torch jobs take up to 8 cores each (Snakemake exports OMP_NUM_THREADS=threads to them).
 TORCH_THREADS = max(1, min(workflow.cores, 8))
-DIFFUSION_METHODS = {"xsyn-a", "xsyn-m", "gligen-plain", "xsyn-a-nocar", "xsyn-a-nobom", "free"}
 
 
 def cfg_json(*sections):
