@@ -318,3 +318,16 @@ def test_inpainting_checkpoint_cannot_train_generation_stage(dataset, tmp_path):
     cfg["generator"]["pretrained"]["pipeline"] = str(tmp_path / "base")
     with pytest.raises(ValueError, match="already an inpainting model"):
         finetune(cfg, dataset, tmp_path / "gen", tmp_path / "gen.work")
+
+
+def test_changed_config_discards_checkpoints_and_success_clears_work_dir(dataset, tmp_path):
+    work = tmp_path / "w"
+    with pytest.raises(SimulatedCrash):
+        finetune(tiny_cfg(), dataset, tmp_path / "g", work, crash_after=4)
+    assert list((work / "checkpoints").glob("ckpt-*.pt"))
+    # Another learning rate: the old checkpoints must not be resumed as if they were this job's.
+    changed = tiny_cfg(learning_rate=5e-4)
+    fresh = finetune(copy.deepcopy(changed), dataset, tmp_path / "g", work)
+    ref = finetune(copy.deepcopy(changed), dataset, tmp_path / "ref", tmp_path / "ref.work")
+    torch.testing.assert_close(flat_weights(fresh), flat_weights(ref), rtol=0, atol=0)
+    assert not work.exists() and not (tmp_path / "ref.work").exists()

@@ -15,6 +15,8 @@ killed and resumed ends with the same weights as one that never stopped.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import random
 import shutil
@@ -485,6 +487,7 @@ class FineTuner:
             )
         self.model = self.optimizer = self.lr_scheduler = self.ema = None
         start_stage, start_step, global_step, ckpt = 0, 0, 0, None
+        self.claim_work_dir()
         path = self.latest_checkpoint()
         if path is not None:
             ckpt = self.load_checkpoint(path)
@@ -503,8 +506,30 @@ class FineTuner:
             start_step, ckpt = 0, None
         if self.accelerator.is_main_process:
             self.write_output()
+            # The job is done: its checkpoints could only "resume" a finished run next time.
+            shutil.rmtree(self.work_dir, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         return self.comps
+
+    def fingerprint(self) -> str:
+        """What the checkpoints in ``work_dir`` were trained for (config sections + data)."""
+        ident = {"generator": self.gen, "finetune": self.ft, "dataset": str(self.dataset.resolve()),
+                 "examples": len(self.examples)}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+    def claim_work_dir(self) -> None:
+        """Resume only checkpoints of this very job: a changed config or dataset starts afresh."""
+        stamp = self.work_dir / "fingerprint.txt"
+        current = self.fingerprint()
+        if self.accelerator.is_main_process:
+            if stamp.exists() and stamp.read_text().strip() != current:
+                print(f"{self.work_dir}: checkpoints belong to another config or dataset; starting afresh")
+                shutil.rmtree(self.work_dir)
+            if not stamp.exists():
+                self.work_dir.mkdir(parents=True, exist_ok=True)
+                with atomic_path(stamp) as tmp:
+                    tmp.write_text(current + "\n")
+        self.accelerator.wait_for_everyone()
 
     def write_output(self) -> None:
         with atomic_dir(self.out) as tmp:
