@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthesis_speed import make_clock, make_inputs, sd14_components  # noqa: E402
+from synthesis_speed import make_clock, prepared_pipeline, sd14_components  # noqa: E402
 
 from xsyn.config import load_config, resolve_device  # noqa: E402
 from xsyn.generator.factory import build_tiny_components  # noqa: E402
-from xsyn.synthesis.pipeline import XsynPipeline  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,12 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         size = args.resolution or 512
         comp = sd14_components(size)
-    for m in (comp.unet, comp.vae, comp.text_encoder):
-        m.to(device, dtype).eval()
-    pipe = XsynPipeline.from_components(comp)
-    pipe.set_progress_bar_config(disable=True)
-    layouts, images = make_inputs(args.batch, size)
-    seeds = list(range(args.batch))
+    pipe, layouts, images, seeds = prepared_pipeline(comp, device, dtype, args.batch, size)
     side = size // pipe.vae_scale_factor
     car = {**syn["car"], "enabled": True, "resolutions": [min(16, side)]}
     bom = {**syn["bom"], "enabled": True}

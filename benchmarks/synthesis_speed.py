@@ -90,6 +90,17 @@ def make_inputs(n: int, size: int, seed: int = 0) -> tuple[list[Layout], list[np
     return layouts, images
 
 
+def prepared_pipeline(comp: GeneratorComponents, device: str, dtype: torch.dtype, batch: int,
+                      size: int) -> tuple[XsynPipeline, list[Layout], list[np.ndarray], list[int]]:
+    """The pipeline on its device, plus one batch of benchmark inputs and their seeds."""
+    for m in (comp.unet, comp.vae, comp.text_encoder):
+        m.to(device, dtype).eval()
+    pipe = XsynPipeline.from_components(comp)
+    pipe.set_progress_bar_config(disable=True)
+    layouts, images = make_inputs(batch, size)
+    return pipe, layouts, images, list(range(batch))
+
+
 def make_clock(device: str):
     """Wall time on GPU; on CPU the process's CPU time, so that other jobs sharing the
     cores (this project's CI machine) do not leak into the ratios."""
@@ -132,12 +143,7 @@ def bench(name: str, comp: GeneratorComponents, size: int, args: argparse.Namesp
           car_cfg: dict, device: str, dtype: torch.dtype) -> dict[str, Any]:
     from PIL import Image
 
-    for m in (comp.unet, comp.vae, comp.text_encoder):
-        m.to(device, dtype).eval()
-    pipe = XsynPipeline.from_components(comp)
-    pipe.set_progress_bar_config(disable=True)
-    layouts, images = make_inputs(args.batch, size)
-    seeds = list(range(args.batch))
+    pipe, layouts, images, seeds = prepared_pipeline(comp, device, dtype, args.batch, size)
     common = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "resolution": size}
     side = size // pipe.vae_scale_factor
     car = {**car_cfg, "resolutions": [args.car_resolution or min(16, side)]}
