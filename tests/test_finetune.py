@@ -9,14 +9,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from xsyn.config import load_config
 from xsyn.data.contract import save_coco
 from xsyn.generator.data import (
     batch_indices,
+    crop_boxes,
     crop_resize,
     inpaint_mask,
+    item_window,
     load_examples,
     make_batch,
     random_crop,
@@ -156,6 +160,68 @@ def test_random_crop_and_latent_cache(dataset, tmp_path):
     torch.testing.assert_close(batch["latent_std"][1], tuner.latent_cache[1][5])
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(0, 1), st.floats(0, 1), st.floats(0.01, 1), st.floats(0.01, 1),
+    st.sampled_from([8, 16, 32]), st.integers(0, 2**31 - 1),
+)
+def test_item_window_holds_the_anchor(x, y, w, h, size, seed):
+    window = size // 2
+    box = torch.tensor([[x, y, min(1.0, x + w), min(1.0, y + h)]])
+    ox, oy = item_window(box, 0, size, window, torch.Generator().manual_seed(seed))
+    assert 0 <= ox <= size - window and 0 <= oy <= size - window
+    inside, kept = crop_boxes(box, (ox, oy), size, window)
+    assert ((inside >= 0) & (inside <= 1)).all()
+    x0, y0, x1, y1 = (float(v) * size for v in box[0])
+    if x1 - x0 <= window - 1 and y1 - y0 <= window - 1:  # fits: the whole box is in the window
+        assert ox <= x0 and oy <= y0 and x1 <= ox + window and y1 <= oy + window
+        assert bool(kept[0]) or (x1 - x0) * (y1 - y0) == 0
+
+
+def test_crop_boxes_keeps_items_with_half_their_area():
+    boxes = torch.tensor([[0.0, 0.0, 0.25, 0.25], [0.45, 0.0, 0.75, 0.25], [0.9, 0.9, 1.0, 1.0]])
+    inside, kept = crop_boxes(boxes, (0, 0), 16, 8)  # window = the top-left quarter
+    torch.testing.assert_close(inside[0], torch.tensor([0.0, 0.0, 0.5, 0.5]))
+    assert kept.tolist() == [True, False, False]  # 1/6 of box 1 is inside; box 2 is outside
+
+
+def test_item_crops_make_consistent_batches(dataset):
+    examples, _ = load_examples(dataset, "train", RES)
+    batch = make_batch(examples, [0, 1, 2, 3], torch.Generator().manual_seed(0), 8, 0.0, inpaint=True,
+                       latent_size=16, crop=8)
+    assert batch["pixel_values"].shape == (4, 3, 32, 32)  # 8 latent cells × factor 4
+    assert batch["inpaint_mask"].shape == (4, 1, 8, 8) and batch["crop_offsets"].shape == (4, 2)
+    for i in range(4):
+        grounded = batch["box_mask"][i].bool()
+        assert grounded.any()  # the anchor item is always repainted and grounded
+        assert (batch["inpaint_mask"][i] == 0).any()
+        names = [p[4:] for p in batch["phrases"][8 * i : 8 * i + 8] if p]
+        assert set(names) <= set(batch["captions"][i].split(", "))  # caption describes the window
+    again = make_batch(examples, [0, 1, 2, 3], torch.Generator().manual_seed(0), 8, 0.0, inpaint=True,
+                       latent_size=16, crop=8)
+    torch.testing.assert_close(batch["crop_offsets"], again["crop_offsets"])
+
+
+def test_cached_latents_are_cut_like_the_pixels(dataset, tmp_path):
+    tuner = FineTuner(tiny_cfg(), dataset, tmp_path / "g", tmp_path / "w")
+    tuner.latent_cache = (torch.randn(8, 4, 16, 16), torch.rand(8, 4, 16, 16))
+    batch = {"indices": [2, 6], "flipped": torch.tensor([True, False]), "crop": 8,
+             "crop_offsets": torch.tensor([[3, 5], [8, 0]])}
+    tuner.attach_latents(batch)
+    torch.testing.assert_close(batch["latent_mean"][0], tuner.latent_cache[0][2].flip(-1)[:, 5:13, 3:11])
+    torch.testing.assert_close(batch["latent_std"][1], tuner.latent_cache[1][6][:, 0:8, 8:16])
+
+
+def test_inpaint_crop_must_fit_the_vae_grid(dataset, tmp_path):
+    cfg = tiny_cfg()
+    cfg["finetune"]["inpaint_crop"] = 30
+    tuner = FineTuner(cfg, dataset, tmp_path / "g", tmp_path / "w")
+    tuner.comps = build_tiny_components(cfg["generator"]["tiny"], RES, inpaint=False)
+    with pytest.raises(ValueError, match="inpaint_crop 30"):
+        tuner.crop_cells(Stage("i", 1, True, "unet"))
+    assert tuner.crop_cells(Stage("g", 1, False, "unet")) == 0
+
+
 def test_mask_loss_weight_focuses_on_boxes(dataset):
     cfg = tiny_cfg()
     comps = build_tiny_components(cfg["generator"]["tiny"], RES, inpaint=True)
@@ -186,6 +252,8 @@ def test_trainable_sets():
     assert comps.unet.conv_in.weight.requires_grad and not comps.unet.conv_out.weight.requires_grad
     groups = select_trainable(comps, Stage("g", 1, False, "unet"), from_scratch=True)
     assert set(groups) == {"unet", "text_encoder"} and all(p.requires_grad for p in comps.unet.parameters())
+    groups = select_trainable(comps, Stage("g", 1, False, "unet"), from_scratch=True, train_text=False)
+    assert set(groups) == {"unet"} and not any(p.requires_grad for p in comps.text_encoder.parameters())
     assert is_grounding_param("down_blocks.0.attentions.0.transformer_blocks.0.fuser.linear.weight", False)
     assert not is_grounding_param("conv_in.weight", False) and is_grounding_param("conv_in.weight", True)
 
@@ -228,13 +296,54 @@ def test_training_step_lowers_loss_on_fixed_batch(dataset, inpaint):
     assert after < before * 0.9, (before, after)
 
 
+def test_min_snr_weighting(dataset):
+    """γ above every timestep's SNR changes nothing; a small γ down-weights clean timesteps."""
+    cfg = tiny_cfg()
+    comps = build_tiny_components(cfg["generator"]["tiny"], RES, inpaint=False)
+    examples, _ = load_examples(dataset, "train", RES)
+    batch = make_batch(examples, [0, 1, 2, 3], torch.Generator().manual_seed(0), 8, 0.0)
+    stage = Stage("g", 1, False, "unet")
+
+    def loss(gamma):
+        with torch.no_grad():
+            return float(LossModule(comps, stage, False, snr_gamma=gamma)(batch, torch.Generator().manual_seed(1)))
+
+    assert loss(1e9) == pytest.approx(loss(None), rel=1e-6)
+    assert loss(0.5) < loss(None)
+
+
+def test_gate_init_opens_gligen_fusers():
+    from diffusers.models.attention import GatedSelfAttentionDense
+
+    tiny = dict(tiny_cfg()["generator"]["tiny"])
+    shut = build_tiny_components(tiny, RES).unet
+    opened = build_tiny_components({**tiny, "gate_init": 1.0}, RES).unet
+    fusers = [m for m in opened.modules() if isinstance(m, GatedSelfAttentionDense)]
+    assert fusers and all(float(m.alpha_attn) == 1.0 and float(m.alpha_dense) == 1.0 for m in fusers)
+    assert all(float(m.alpha_attn) == 0.0 for m in shut.modules() if isinstance(m, GatedSelfAttentionDense))
+
+
+def test_frozen_text_encoder_keeps_its_initial_code(dataset, tmp_path):
+    """``text_encoder_lr_scale: 0`` trains the UNet only; the random text encoder stays
+    exactly as built (a fixed code per word), with a positive scale it moves."""
+    from xsyn.generator.factory import build_components
+
+    cfg = tiny_cfg(vae_steps=0, stages=[{"name": "generation", "steps": 2, "inpaint": False}])
+    init = build_components({**cfg, "seed": cfg["finetune"]["seed"]}, inpaint=False).text_encoder.state_dict()
+    frozen = finetune(tiny_cfg(**{**cfg["finetune"], "text_encoder_lr_scale": 0.0}), dataset,
+                      tmp_path / "f", tmp_path / "f.work").text_encoder.state_dict()
+    trained = finetune(copy.deepcopy(cfg), dataset, tmp_path / "t", tmp_path / "t.work").text_encoder.state_dict()
+    assert all(torch.equal(frozen[k], init[k]) for k in init)
+    assert not all(torch.equal(trained[k], init[k]) for k in init)
+
+
 def flat_weights(comps):
     return torch.cat([p.detach().flatten() for m in (comps.unet, comps.text_encoder, comps.vae) for p in m.state_dict().values() if p.is_floating_point()])
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(dataset, tmp_path):
-    cfg = tiny_cfg(ema=True)
+    cfg = tiny_cfg(ema=True, inpaint_crop=32)  # item windows in the inpainting stage
     ref = finetune(copy.deepcopy(cfg), dataset, tmp_path / "ref", tmp_path / "ref.work")
     # kill after step 4 (vae 2 + generation 2: the checkpoint at generation step 2) and after 6
     # (mid-inpainting is step 7; crash at 6 leaves generation done, no inpainting checkpoint)
@@ -248,7 +357,7 @@ def test_killed_run_resumes_to_identical_weights(dataset, tmp_path):
     b = list(csv.DictReader(open(tmp_path / "run" / "loss.csv")))
     assert a == b and len(a) == 2 + 3 + 3
     # a different seed gives different weights (the comparison above can fail)
-    other = finetune(tiny_cfg(ema=True, seed=1), dataset, tmp_path / "o", tmp_path / "o.work")
+    other = finetune(tiny_cfg(ema=True, inpaint_crop=32, seed=1), dataset, tmp_path / "o", tmp_path / "o.work")
     assert not torch.equal(flat_weights(other), flat_weights(ref))
 
 
@@ -331,3 +440,33 @@ def test_changed_config_discards_checkpoints_and_success_clears_work_dir(dataset
     ref = finetune(copy.deepcopy(changed), dataset, tmp_path / "ref", tmp_path / "ref.work")
     torch.testing.assert_close(flat_weights(fresh), flat_weights(ref), rtol=0, atol=0)
     assert not work.exists() and not (tmp_path / "ref.work").exists()
+
+
+# ------------------------------------------------------------------ conditioning check
+
+
+def test_swap_classes_changes_every_grounded_class():
+    import random
+
+    from xsyn.generator.conditioning import swap_classes
+
+    batch = {"phrases": ["one Gun", "", "one Scissors", ""], "captions": ["Gun, Scissors", ""]}
+    out = swap_classes(batch, CLASSES, random.Random(0))
+    assert out["phrases"][1] == "" and out["phrases"][3] == "" and out["captions"][1] == ""
+    assert out["phrases"][0] != "one Gun" and out["phrases"][0][4:] in CLASSES
+    assert out["phrases"][2] != "one Scissors"
+    new = out["captions"][0].split(", ")
+    assert new[0] != "Gun" and all(c in CLASSES for c in new)
+    assert batch["phrases"][0] == "one Gun"  # the input batch is left alone
+
+
+def test_conditioning_ratio_is_deterministic(dataset):
+    from xsyn.generator.conditioning import conditioning_ratio
+
+    comps = build_tiny_components(tiny_cfg()["generator"]["tiny"], RES, inpaint=True)
+    examples, classes = load_examples(dataset, "train", RES)
+    a = conditioning_ratio(comps, examples, classes, repeats=2)
+    b = conditioning_ratio(comps, examples, classes, repeats=2)
+    assert a == b and a["box_loss_true"] > 0 and a["ratio"] > 0
+    with pytest.raises(ValueError, match="inpainting"):
+        conditioning_ratio(build_tiny_components(tiny_cfg()["generator"]["tiny"], RES), examples, classes)

@@ -162,6 +162,18 @@ def test_diffusers_pipeline_loads_saved_folder(tiny, tmp_path):
     assert out.shape == (1, RES, RES, 3)
 
 
+def test_v_prediction_travels_with_the_saved_scheduler(tmp_path):
+    from diffusers import StableDiffusionGLIGENPipeline
+
+    comps = build_tiny_components({**TINY, "prediction_type": "v_prediction"}, RES, seed=0)
+    assert comps.scheduler.config.prediction_type == "v_prediction"
+    save_generator(comps, tmp_path / "gen")
+    assert load_generator(tmp_path / "gen").scheduler.config.prediction_type == "v_prediction"
+    pipe = StableDiffusionGLIGENPipeline.from_pretrained(tmp_path / "gen", local_files_only=True)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert build_tiny_components(TINY, RES).scheduler.config.prediction_type == "epsilon"
+
+
 def test_pretrained_path_pipeline_folder(tiny, tmp_path):
     save_generator(tiny, tmp_path / "gen")
     comps = load_pretrained_components({"pipeline": str(tmp_path / "gen")}, inpaint=True)

@@ -9,6 +9,7 @@ resumed run sees exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ class Example:
     phrases: list[str]
     caption: str
     file_name: str
+    classes: list[str] | None = None  # class name per box (captions of crops); None: unknown
 
 
 def crop_resize(img: Image.Image, boxes_xywh: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +93,7 @@ def load_examples(
                 phrases=[phrases[i] for i in keep],
                 caption=caption if caption is not None else caption_for(kept_classes),
                 file_name=img_rec["file_name"],
+                classes=kept_classes,
             )
         )
     if not examples:
@@ -109,6 +112,36 @@ def inpaint_mask(boxes: torch.Tensor, valid: torch.Tensor, size: int) -> torch.T
     return mask[None]
 
 
+def item_window(
+    boxes: torch.Tensor, anchor: int | None, size: int, window: int, generator: torch.Generator
+) -> tuple[int, int]:
+    """Top-left latent cell (x, y) of a ``window``-cell square inside a ``size``-cell latent
+    that holds the ``anchor`` box whole (random among the positions that do; centred on the
+    box when it is larger than the window); any position when there is no anchor."""
+    offsets = []
+    for axis in (0, 1):
+        lo, hi = 0, size - window
+        if anchor is not None:
+            a0, a1 = float(boxes[anchor, axis]) * size, float(boxes[anchor, axis + 2]) * size
+            lo, hi = max(0, math.ceil(a1) - window), min(int(a0), size - window)
+            if lo > hi:
+                lo = hi = min(max(round((a0 + a1 - window) / 2), 0), size - window)
+        offsets.append(lo + int(torch.randint(hi - lo + 1, (1,), generator=generator)))
+    return offsets[0], offsets[1]
+
+
+def crop_boxes(boxes: torch.Tensor, offset: tuple[int, int], size: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (n, 4) in window coordinates, clipped, and which of them keep ≥ half their area
+    (the others are cut items: context, neither grounded nor masked)."""
+    shift = torch.tensor([offset[0], offset[1], offset[0], offset[1]], dtype=boxes.dtype)
+    inside = ((boxes * size - shift) / window).clamp(0.0, 1.0)
+    def area(b: torch.Tensor) -> torch.Tensor:
+        return (b[:, 2] - b[:, 0]).clamp_min(0) * (b[:, 3] - b[:, 1]).clamp_min(0)
+    full = area(boxes) * size**2
+    kept = area(inside) * window**2 >= 0.5 * full.clamp_min(1e-9)
+    return inside, kept & (full > 0)
+
+
 def make_batch(
     examples: list[Example],
     indices: list[int],
@@ -119,6 +152,7 @@ def make_batch(
     flip: bool = True,
     inpaint: bool = False,
     latent_size: int | None = None,
+    crop: int = 0,
 ) -> dict[str, Any]:
     """Collate examples into tensors, drawing every random choice from ``generator``.
 
@@ -127,8 +161,15 @@ def make_batch(
     ``flipped`` (B,) to look up cached latents; with ``inpaint``
     also ``inpaint_mask`` (B, 1, h, w) from a random non-empty subset of the boxes, which are
     then the only grounded ones (the pipeline grounds exactly the boxes it masks).
+
+    ``crop`` (latent cells, with ``inpaint``; 0 = off) cuts a square window around one
+    random item per example: the item is masked, other whole items in the window may be,
+    and boxes, phrases and caption describe the window. ``pixel_values`` is the window and
+    ``crop_offsets`` (B, 2) its latent (x, y), so cached latents can be cut the same way.
+    Why: the items are a few percent of a scan; windows put a tiny model's steps on them.
     """
     pix, boxes, box_mask, phrases, captions, masks, flips = [], [], [], [], [], [], []
+    offsets: list[tuple[int, int]] = []
     for idx in indices:
         ex = examples[idx]
         r = torch.rand(4, generator=generator)
@@ -140,9 +181,32 @@ def make_batch(
             img = img.flip(-1)
             b[:, [0, 2]] = 1.0 - b[:, [2, 0]]
         n = len(b)
+        names = list(ex.phrases)
+        caption = ex.caption
         chosen = torch.zeros(max_boxes, dtype=torch.bool)
         chosen[:n] = True
-        if inpaint and n:
+        if inpaint and crop:
+            if latent_size is None:
+                raise ValueError("make_batch: crop needs latent_size")
+            anchor = int(torch.randint(n, (1,), generator=generator)) if n else None
+            off = item_window(b, anchor, latent_size, crop, generator)
+            offsets.append(off)
+            factor = img.shape[-1] // latent_size
+            img = img[:, off[1] * factor : (off[1] + crop) * factor, off[0] * factor : (off[0] + crop) * factor]
+            b, kept = crop_boxes(b, off, latent_size, crop)
+            if anchor is not None:
+                kept[anchor] = True
+            order = [int(i) for i in torch.nonzero(kept).flatten()]
+            pick = torch.rand(n, generator=generator) < 0.5
+            if anchor is not None:
+                pick[anchor] = True
+            b, names = b[order], [names[i] for i in order]
+            n = len(order)
+            chosen[:] = False
+            chosen[:n] = pick[order]
+            if ex.classes is not None:
+                caption = caption_for(ex.classes[i] for i in order)
+        elif inpaint and n:
             pick = torch.rand(n, generator=generator) < 0.5
             pick[torch.randint(n, (1,), generator=generator)] = True
             chosen[:n] = pick
@@ -153,12 +217,12 @@ def make_batch(
         pix.append(img)
         boxes.append(padded)
         box_mask.append(valid)
-        phrases.extend(ex.phrases[i] if i < n and valid[i] else "" for i in range(max_boxes))
-        captions.append("" if r[2] < caption_drop_prob else ex.caption)
+        phrases.extend(names[i] if i < n and valid[i] else "" for i in range(max_boxes))
+        captions.append("" if r[2] < caption_drop_prob else caption)
         if inpaint:
             if latent_size is None:
                 raise ValueError("make_batch: inpaint needs latent_size")
-            masks.append(inpaint_mask(padded, chosen, latent_size))
+            masks.append(inpaint_mask(padded, chosen, crop or latent_size))
     out = {
         "pixel_values": torch.stack(pix),
         "boxes": torch.stack(boxes),
@@ -170,6 +234,9 @@ def make_batch(
     }
     if inpaint:
         out["inpaint_mask"] = torch.stack(masks)
+    if offsets:
+        out["crop_offsets"] = torch.tensor(offsets)
+        out["crop"] = crop
     return out
 
 

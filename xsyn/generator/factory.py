@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers.models.attention import GatedSelfAttentionDense
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from xsyn.env import cache_root
@@ -133,8 +134,8 @@ def _group_count(channels: list[int], cap: int = 32) -> int:
     return math.gcd(reduce(math.gcd, channels), cap)
 
 
-def sd_scheduler() -> DDIMScheduler:
-    return DDIMScheduler(**SD_SCHEDULER_CONFIG)
+def sd_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
+    return DDIMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": prediction_type})
 
 
 def build_tiny_components(
@@ -195,6 +196,7 @@ def build_tiny_components(
         norm_num_groups=_group_count(unet_ch),
         attention_type="gated",
     )
+    open_gates(unet, tiny.get("gate_init", 0.0))
     tokenizer = load_clip_tokenizer()
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -210,7 +212,25 @@ def build_tiny_components(
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    return GeneratorComponents(unet, vae, text_encoder, tokenizer, sd_scheduler())
+    # v-prediction (Salimans & Ho 2022) for a model trained from scratch: its loss weighs an
+    # item's shape at high noise ~1/SNR times more than noise prediction does, and the
+    # shape is what tells a gun from scissors. The scheduler carries it to every pipeline.
+    scheduler = sd_scheduler(tiny.get("prediction_type", "epsilon"))
+    return GeneratorComponents(unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def open_gates(unet: UNet2DConditionModel, value: float) -> None:
+    """Start GLIGEN's gated self-attention at ``alpha = value`` instead of 0.
+
+    GLIGEN zero-inits the gates to leave a pretrained UNet unchanged. A model trained from
+    scratch has nothing to protect, and with shut gates the fusers get no gradient: the
+    smoke model learned to ignore the boxes' phrases (alpha still ~0.005 after 1,800 steps).
+    """
+    if value:
+        for m in unet.modules():
+            if isinstance(m, GatedSelfAttentionDense):
+                m.alpha_attn.data.fill_(value)
+                m.alpha_dense.data.fill_(value)
 
 
 # ---------------------------------------------------------------------------- pretrained

@@ -85,9 +85,16 @@ def is_grounding_param(name: str, inpaint: bool) -> bool:
 
 
 def select_trainable(
-    comps: GeneratorComponents, stage: Stage, from_scratch: bool
+    comps: GeneratorComponents, stage: Stage, from_scratch: bool, train_text: bool = True
 ) -> dict[str, list[torch.nn.Parameter]]:
-    """Set ``requires_grad`` for a stage; returns the trained parameters by module."""
+    """Set ``requires_grad`` for a stage; returns the trained parameters by module.
+
+    ``train_text`` (from-scratch models only): also train the text encoder. Frozen, a
+    randomly initialised CLIP text encoder is a fixed, distinct code per word; trained
+    jointly from scratch it can collapse to one output for every prompt (measured on the
+    smoke run: phrase embeddings 5.0 apart at init, 0.1 after training), and then the
+    UNet cannot tell a gun from scissors.
+    """
     for m in (comps.unet, comps.vae, comps.text_encoder):
         m.requires_grad_(False)
     if stage.kind == "vae":
@@ -95,8 +102,11 @@ def select_trainable(
         return {"vae": list(comps.vae.parameters())}
     if from_scratch:
         comps.unet.requires_grad_(True)
-        comps.text_encoder.requires_grad_(True)
-        return {"unet": list(comps.unet.parameters()), "text_encoder": list(comps.text_encoder.parameters())}
+        groups = {"unet": list(comps.unet.parameters())}
+        if train_text:
+            comps.text_encoder.requires_grad_(True)
+            groups["text_encoder"] = list(comps.text_encoder.parameters())
+        return groups
     params = []
     for name, p in comps.unet.named_parameters():
         if is_grounding_param(name, stage.inpaint):
@@ -138,11 +148,14 @@ class LossModule(torch.nn.Module):
     ``StableDiffusionGLIGENPipeline`` does at sampling time.
     """
 
-    def __init__(self, comps: GeneratorComponents, stage: Stage, train_text: bool, mask_loss_weight: float = 1.0):
+    def __init__(
+        self, comps: GeneratorComponents, stage: Stage, train_text: bool, mask_loss_weight: float = 1.0,
+        snr_gamma: float | None = None,
+    ):
         super().__init__()
         self.unet, self.vae, self.text_encoder = comps.unet, comps.vae, comps.text_encoder
         self.comps, self.stage, self.train_text = comps, stage, train_text
-        self.mask_loss_weight = mask_loss_weight
+        self.mask_loss_weight, self.snr_gamma = mask_loss_weight, snr_gamma
 
     def sample_latents(self, pix: torch.Tensor, g: torch.Generator) -> tuple[Any, torch.Tensor]:
         """The VAE posterior and a sample drawn with the step's generator."""
@@ -182,12 +195,22 @@ class LossModule(torch.nn.Module):
         pred = self.unet(
             model_in, t, encoder_hidden_states=ctx.to(self.unet.dtype), cross_attention_kwargs={"gligen": gligen}
         ).sample
+        v_pred = sched.config.prediction_type == "v_prediction"
+        target = sched.get_velocity(latents, noise, t) if v_pred else noise
+        err = (pred.float() - target) ** 2
+        if self.snr_gamma:
+            # Min-SNR-γ (Hang et al. 2023): cap the weight of the nearly clean timesteps, so
+            # the steps go to the noisy ones where an item's shape and class are decided
+            from diffusers.training_utils import compute_snr
+
+            snr = compute_snr(sched, t)
+            err = err * (torch.clamp(snr, max=self.snr_gamma) / (snr + 1 if v_pred else snr))[:, None, None, None]
         if self.stage.inpaint and self.mask_loss_weight != 1.0:
             # weight the repainted boxes more than the (given) context: a tiny model's
             # capacity goes to the items, not to re-predicting the known background
             w = 1.0 + (self.mask_loss_weight - 1.0) * (1.0 - batch["inpaint_mask"].to(dev))
-            return ((pred.float() - noise) ** 2 * w).mean() / w.mean()
-        return F.mse_loss(pred.float(), noise)
+            return (err * w).mean() / w.mean()
+        return err.mean()
 
 
 def to_dtype(module: torch.nn.Module, dtype: torch.dtype, device=None) -> torch.nn.Module:
@@ -334,18 +357,25 @@ class FineTuner:
         acc = self.accelerator
         if stage.inpaint and self.comps.unet.config.in_channels != 9:
             widen_conv_in(self.comps.unet, 9)
-        groups = select_trainable(self.comps, stage, self.from_scratch)
+        text_scale = self.ft.get("text_encoder_lr_scale", 1.0)
+        groups = select_trainable(self.comps, stage, self.from_scratch, train_text=text_scale > 0)
         params = [p for ps in groups.values() for p in ps]
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
         for name in ("unet", "vae", "text_encoder"):
             # frozen parts in the mixed-precision dtype (diffusers' training scripts do the same)
             frozen = name not in groups and name != "unet"
             to_dtype(getattr(self.comps, name), weight_dtype if frozen else torch.float32, acc.device)
-        self.optimizer = torch.optim.AdamW(params, lr=self.ft["learning_rate"], weight_decay=1e-2)
+        lr = self.ft["learning_rate"]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": ps, "lr": lr * (text_scale if name == "text_encoder" else 1.0)} for name, ps in groups.items()],
+            lr=lr, weight_decay=1e-2,
+        )
         self.lr_scheduler = get_scheduler(
             "constant_with_warmup", self.optimizer, num_warmup_steps=self.ft.get("warmup_steps", 0)
         )
-        loss_module = LossModule(self.comps, stage, self.from_scratch, self.ft.get("mask_loss_weight", 1.0))
+        loss_module = LossModule(
+            self.comps, stage, "text_encoder" in groups, self.ft.get("mask_loss_weight", 1.0), self.ft.get("snr_gamma"),
+        )
         self.model, self.optimizer = acc.prepare(loss_module, self.optimizer)
         self.ema = None
         if self.ft.get("ema") and stage.kind == "unet":
@@ -382,8 +412,27 @@ class FineTuner:
     def attach_latents(self, batch: dict[str, Any]) -> None:
         mean, std = (t[batch["indices"]] for t in self.latent_cache)
         f = batch["flipped"]
-        batch["latent_mean"] = torch.where(f[:, None, None, None], mean.flip(-1), mean)
-        batch["latent_std"] = torch.where(f[:, None, None, None], std.flip(-1), std)
+        mean = torch.where(f[:, None, None, None], mean.flip(-1), mean)
+        std = torch.where(f[:, None, None, None], std.flip(-1), std)
+        if "crop_offsets" in batch:
+            c = batch["crop"]
+            wins = [(int(x), int(y)) for x, y in batch["crop_offsets"].tolist()]
+            mean = torch.stack([m[:, y : y + c, x : x + c] for m, (x, y) in zip(mean, wins, strict=True)])
+            std = torch.stack([s[:, y : y + c, x : x + c] for s, (x, y) in zip(std, wins, strict=True)])
+        batch["latent_mean"], batch["latent_std"] = mean, std
+
+    def crop_cells(self, stage: Stage) -> int:
+        """``finetune.inpaint_crop`` (px) in latent cells for this stage (0: whole scans)."""
+        px = self.ft.get("inpaint_crop", 0) if stage.inpaint else 0
+        if not px:
+            return 0
+        factor, res = self.comps.vae_scale_factor, self.gen["resolution"]
+        if px % factor or px >= res:
+            raise ValueError(
+                f"finetune.inpaint_crop {px}: must be a multiple of the VAE factor {factor} "
+                f"and smaller than generator.resolution {res} (0 turns it off)"
+            )
+        return px // factor
 
     @torch.no_grad()
     def latent_scale(self, max_images: int = 64) -> float:
@@ -413,6 +462,7 @@ class FineTuner:
             self.cache_latents()
         accum = self.ft.get("gradient_accumulation", 1)
         latent_size = self.gen["resolution"] // self.comps.vae_scale_factor
+        crop = self.crop_cells(stage)
         bar = tqdm(
             total=stage.steps, initial=start_step, desc=f"finetune {stage.name}",
             disable=not acc.is_local_main_process, dynamic_ncols=True,
@@ -428,7 +478,7 @@ class FineTuner:
                     self.examples, idx, g, self.ft.get("max_boxes", 8),
                     self.ft.get("caption_drop_prob", 0.5) if stage.kind == "unet" else 0.0,
                     self.ft.get("grounding_drop_prob", 0.0) if stage.kind == "unet" else 0.0,
-                    flip=True, inpaint=stage.inpaint, latent_size=latent_size,
+                    flip=True, inpaint=stage.inpaint, latent_size=latent_size, crop=crop,
                 )
                 if stage.kind == "vae":
                     batch["pixel_values"] = random_crop(batch["pixel_values"], self.ft.get("vae_crop", 0), g)
@@ -531,6 +581,23 @@ class FineTuner:
                     tmp.write_text(current + "\n")
         self.accelerator.wait_for_everyone()
 
+    def conditioning_check(self) -> dict[str, Any] | None:
+        """Box loss with swapped / true classes on held-out scans (see ``conditioning.py``)."""
+        from xsyn.generator.conditioning import conditioning_ratio
+
+        if not self.comps.is_inpainting:
+            return None
+        split = "val" if (self.dataset / "annotations" / "val.json").is_file() else self.ft.get("train_split", "train")
+        examples, classes = load_examples(
+            self.dataset, split, self.gen["resolution"], self.ft.get("min_box_area", 0.01), self.ft.get("max_boxes", 8),
+        )
+        examples = [ex for ex in examples if len(ex.boxes)][:64]
+        if not examples or len(classes) < 2:
+            return None
+        # whole scans, as the pipelines sample
+        result = conditioning_ratio(self.comps, examples, classes, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8))
+        return {"split": split, "images": len(examples), **result}
+
     def write_output(self) -> None:
         with atomic_dir(self.out) as tmp:
             write_generator(self.comps, tmp)
@@ -543,6 +610,7 @@ class FineTuner:
                 "stages": [s.__dict__ for s in self.stages],
                 "num_train_images": len(self.examples),
                 "final_loss": {s.name: last_mean(self.records, s.name) for s in self.stages},
+                "conditioning": self.conditioning_check(),
             })
             if self.extra_outputs is not None:
                 self.extra_outputs(self.comps, tmp)
