@@ -44,6 +44,7 @@ REDUCED = {
         "vae_steps": 6,
         "batch_size": 4,
         "checkpoint_every": 3,
+        "inpaint_crop": 32,  # the smoke's 64-px item windows do not fit 64-px scans
     },
     "synthesis": {"methods": ["xsyn-a"], "source_split": "train_p25", "shards": 2, "steps": 3,
                   "batch_size": 4},
