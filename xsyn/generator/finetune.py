@@ -422,15 +422,15 @@ class FineTuner:
         batch["latent_mean"], batch["latent_std"] = mean, std
 
     def crop_cells(self, stage: Stage) -> int:
-        """``finetune.inpaint_crop`` (px) in latent cells for this stage (0: whole scans)."""
+        """``finetune.inpaint_crop`` (px) in latent cells for this stage; 0 means whole scans,
+        as does a window at least as large as the scans (e.g. smoke settings on small scans)."""
         px = self.ft.get("inpaint_crop", 0) if stage.inpaint else 0
-        if not px:
-            return 0
         factor, res = self.comps.vae_scale_factor, self.gen["resolution"]
-        if px % factor or px >= res:
+        if not px or px >= res:
+            return 0
+        if px % factor:
             raise ValueError(
-                f"finetune.inpaint_crop {px}: must be a multiple of the VAE factor {factor} "
-                f"and smaller than generator.resolution {res} (0 turns it off)"
+                f"finetune.inpaint_crop {px}: must be a multiple of the VAE factor {factor} (0 turns it off)"
             )
         return px // factor
 
