@@ -24,6 +24,7 @@ BOX_ONLY_WEIGHT = 1e6  # mask_loss_weight that leaves (almost) only the repainte
 def swap_classes(batch: dict[str, Any], classes: list[str], rng: random.Random) -> dict[str, Any]:
     """The batch with each grounded phrase and each caption word replaced by another class."""
     prefix = phrase_for("")
+
     def other(name: str) -> str:
         return rng.choice([c for c in classes if c != name])
 
@@ -38,7 +39,6 @@ def conditioning_ratio(
     comps: GeneratorComponents,
     examples: list[Example],
     classes: list[str],
-    crop: int = 0,
     repeats: int = 4,
     seed: int = 0,
     max_boxes: int = 8,
@@ -58,8 +58,7 @@ def conditioning_ratio(
     idx = list(range(len(examples)))
     for r in range(repeats):
         g = torch.Generator().manual_seed(seed * 1000 + r)
-        batch = make_batch(examples, idx, g, max_boxes, 0.0, 0.0, flip=False, inpaint=True,
-                           latent_size=latent, crop=crop)
+        batch = make_batch(examples, idx, g, max_boxes, 0.0, 0.0, flip=False, inpaint=True, latent_size=latent)
         noise_seed = seed * 1000 + r + 500
         true_sum += float(loss(batch, torch.Generator().manual_seed(noise_seed)))
         swapped_sum += float(loss(swap_classes(batch, classes, rng), torch.Generator().manual_seed(noise_seed)))

@@ -212,9 +212,9 @@ def build_tiny_components(
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    # v-prediction (Salimans & Ho 2022) for a model trained from scratch: its loss weighs an
-    # item's shape at high noise ~1/SNR times more than noise prediction does, and the
-    # shape is what tells a gun from scissors. The scheduler carries it to every pipeline.
+    # v-prediction (Salimans & Ho 2022) is an option for models trained from scratch: its loss
+    # weighs an item's shape at high noise ~1/SNR times more than noise prediction does. Not
+    # measured to help on the smoke data yet. The scheduler carries it to every pipeline.
     scheduler = sd_scheduler(tiny.get("prediction_type", "epsilon"))
     return GeneratorComponents(unet, vae, text_encoder, tokenizer, scheduler)
 
@@ -223,8 +223,10 @@ def open_gates(unet: UNet2DConditionModel, value: float) -> None:
     """Start GLIGEN's gated self-attention at ``alpha = value`` instead of 0.
 
     GLIGEN zero-inits the gates to leave a pretrained UNet unchanged. A model trained from
-    scratch has nothing to protect, and with shut gates the fusers get no gradient: the
-    smoke model learned to ignore the boxes' phrases (alpha still ~0.005 after 1,800 steps).
+    scratch has nothing to protect, and shut gates scale the fusers' gradients to zero (the
+    smoke model's gates were still ~0.005 after 1,800 steps). Measured on the smoke data,
+    open gates alone did not make the phrases matter within 1,000 steps (README, "The
+    generator"), and a 6,000-step run closed most of them again itself.
     """
     if value:
         for m in unet.modules():
