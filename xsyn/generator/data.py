@@ -168,6 +168,8 @@ def make_batch(
     ``crop_offsets`` (B, 2) its latent (x, y), so cached latents can be cut the same way.
     Why: the items are a few percent of a scan; windows put a tiny model's steps on them.
     """
+    if inpaint and latent_size is None:
+        raise ValueError("make_batch: inpaint needs latent_size")
     pix, boxes, box_mask, phrases, captions, masks, flips = [], [], [], [], [], [], []
     offsets: list[tuple[int, int]] = []
     for idx in indices:
@@ -186,8 +188,6 @@ def make_batch(
         chosen = torch.zeros(max_boxes, dtype=torch.bool)
         chosen[:n] = True
         if inpaint and crop:
-            if latent_size is None:
-                raise ValueError("make_batch: crop needs latent_size")
             anchor = int(torch.randint(n, (1,), generator=generator)) if n else None
             off = item_window(b, anchor, latent_size, crop, generator)
             offsets.append(off)
@@ -220,8 +220,6 @@ def make_batch(
         phrases.extend(names[i] if i < n and valid[i] else "" for i in range(max_boxes))
         captions.append("" if r[2] < caption_drop_prob else caption)
         if inpaint:
-            if latent_size is None:
-                raise ValueError("make_batch: inpaint needs latent_size")
             masks.append(inpaint_mask(padded, chosen, crop or latent_size))
     out = {
         "pixel_values": torch.stack(pix),
