@@ -75,6 +75,7 @@ def make_dataset(root, n: int = 8, size: int = 64, seed: int = 0):
 def tiny_cfg(**ft):
     cfg = load_config()
     cfg["device"] = "cpu"
+    cfg["generator"]["kind"] = "tiny"  # from scratch: the smoke default starts from the shipped model
     cfg["generator"]["resolution"] = RES
     cfg["generator"]["tiny"].update(cross_attention_dim=32, text_hidden_size=32, text_layers=1, text_heads=2)
     cfg["finetune"].update(
@@ -475,3 +476,14 @@ def test_conditioning_ratio_is_deterministic(dataset):
     assert a == b and a["box_loss_true"] > 0 and a["ratio"] > 0
     with pytest.raises(ValueError, match="inpainting"):
         conditioning_ratio(build_tiny_components(tiny_cfg()["generator"]["tiny"], RES), examples, classes)
+
+
+def test_conditioning_ratio_at_another_resolution_than_pretrained(dataset):
+    """A pretrained model fine-tuned at a smaller size (the e2e test: 128-px model, 64-px scans)."""
+    from xsyn.generator.conditioning import conditioning_ratio
+
+    comps = build_tiny_components(tiny_cfg()["generator"]["tiny"], RES, inpaint=True)
+    examples, classes = load_examples(dataset, "train", RES // 2)
+    with pytest.raises(RuntimeError):
+        conditioning_ratio(comps, examples, classes, repeats=1)
+    assert conditioning_ratio(comps, examples, classes, repeats=1, resolution=RES // 2)["ratio"] > 0

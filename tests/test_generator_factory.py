@@ -13,6 +13,7 @@ from xsyn.generator import (
     load_clip_tokenizer,
     load_generator,
     load_pretrained_components,
+    pretrained_identity,
     save_generator,
     widen_conv_in,
 )
@@ -213,3 +214,19 @@ def test_pretrained_missing_folder_is_clear(tmp_path):
         load_pretrained_components({"pipeline": str(tmp_path / "nope")})
     with pytest.raises(ValueError, match="set 'pipeline'"):
         load_pretrained_components({})
+
+
+def test_pretrained_identity_notices_changed_weights(tmp_path):
+    (tmp_path / "m" / "unet").mkdir(parents=True)
+    w = tmp_path / "m" / "unet" / "w.safetensors"
+    w.write_bytes(b"\x00" * 64)
+    before = pretrained_identity({"pipeline": str(tmp_path / "m"), "vae": None})
+    w.write_bytes(b"\x01" * 64)  # same size, other weights
+    after = pretrained_identity({"pipeline": str(tmp_path / "m"), "vae": None})
+    assert set(before) == {"pipeline"} and before != after
+    # files above the limit (SD's 3 GB UNet) count by name and size only
+    big = pretrained_identity({"pipeline": str(tmp_path / "m")}, max_hash_bytes=8)
+    w.write_bytes(b"\x02" * 64)
+    assert pretrained_identity({"pipeline": str(tmp_path / "m")}, max_hash_bytes=8) == big
+    w.write_bytes(b"\x02" * 65)
+    assert pretrained_identity({"pipeline": str(tmp_path / "m")}, max_hash_bytes=8) != big

@@ -59,3 +59,19 @@ def print_results_table():
     if table.exists():
         print("\n" + table.read_text())
         print("Full report: snakemake --report results/report.html (`make run` builds it).")
+
+
+def pretrained_files():
+    """Files of the local pretrained folders the generator starts from (the shipped tiny
+    model by default): inputs of `finetune`, so new weights re-run it. A configured folder
+    that does not exist stays as itself, and Snakemake names it as a missing input."""
+    gen = config["generator"]
+    if gen["kind"] != "pretrained":
+        return []
+    files = []
+    for folder in (gen.get("pretrained") or {}).values():
+        if not folder:
+            continue
+        found = sorted(str(p) for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).is_dir() else []
+        files.extend(found or [str(folder)])
+    return files

@@ -1,10 +1,12 @@
-# The box-grounded generator: fine-tuned (smoke: trained from scratch) on the real training split.
+# The box-grounded generator: fine-tuned on the real training split from a pretrained model
+# (smoke: the tiny X-ray GLIGEN in assets/; paper: GLIGEN 1.4).
 
 
 rule finetune:
     threads: TORCH_THREADS
     input:
-        f"data/{DATASET}",
+        dataset=f"data/{DATASET}",
+        pretrained=pretrained_files(),
     output:
         directory("results/models/generator"),
     params:
@@ -14,5 +16,5 @@ rule finetune:
     log:
         "results/logs/finetune.log",
     shell:
-        "xsyn finetune --dataset {input} --out {output} --work-dir {output}.work "
+        "xsyn finetune --dataset {input.dataset} --out {output} --work-dir {output}.work "
         "--config-json {params.cfg:q} 2> {log}"

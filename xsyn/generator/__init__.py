@@ -7,6 +7,7 @@ from xsyn.generator.factory import (
     load_clip_tokenizer,
     load_generator,
     load_pretrained_components,
+    pretrained_identity,
     save_generator,
     widen_conv_in,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "load_clip_tokenizer",
     "load_generator",
     "load_pretrained_components",
+    "pretrained_identity",
     "save_generator",
     "widen_conv_in",
 ]

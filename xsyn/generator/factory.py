@@ -240,7 +240,7 @@ def open_gates(unet: UNet2DConditionModel, value: float) -> None:
 
 def _gated_unet_from_plain(path: str | os.PathLike) -> UNet2DConditionModel:
     """A plain SD UNet with fresh GLIGEN layers (gates at 0, so it starts as plain SD)."""
-    plain = UNet2DConditionModel.from_pretrained(path, local_files_only=True)
+    plain = UNet2DConditionModel.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
     if plain.config.get("attention_type") in ("gated", "gated-text-image"):
         return plain
     cfg = dict(plain.config)
@@ -258,7 +258,9 @@ def load_pretrained_components(paths: dict[str, Any], inpaint: bool = False) -> 
     separate ``unet`` / ``vae`` / ``text_encoder`` / ``tokenizer`` folders (which win).
 
     A UNet without gated layers (plain SD 1.4) gets fresh ones; ``inpaint`` widens a
-    4-channel ``conv_in`` to 9 channels with zero weights on the new inputs.
+    4-channel ``conv_in`` to 9 channels with zero weights on the new inputs. Weights load
+    in float32 whatever the files hold (the shipped tiny generator is stored in float16):
+    training keeps float32 master weights and accelerate casts for mixed precision.
     """
     pipe = paths.get("pipeline")
     if pipe is not None and not Path(pipe).is_dir():
@@ -276,9 +278,9 @@ def load_pretrained_components(paths: dict[str, Any], inpaint: bool = False) -> 
     upath, ukw = where("unet")
     unet = _gated_unet_from_plain(Path(upath, ukw.get("subfolder", "")))
     vpath, vkw = where("vae")
-    vae = AutoencoderKL.from_pretrained(vpath, local_files_only=True, **vkw)
+    vae = AutoencoderKL.from_pretrained(vpath, local_files_only=True, torch_dtype=torch.float32, **vkw)
     tpath, tkw = where("text_encoder")
-    text_encoder = CLIPTextModel.from_pretrained(tpath, local_files_only=True, **tkw)
+    text_encoder = CLIPTextModel.from_pretrained(tpath, local_files_only=True, dtype=torch.float32, **tkw)
     if paths.get("tokenizer") or (pipe is not None and Path(pipe, "tokenizer").is_dir()):
         kpath, kkw = where("tokenizer")
         tokenizer = CLIPTokenizer.from_pretrained(Path(kpath, kkw.get("subfolder", "")))
@@ -293,14 +295,47 @@ def load_pretrained_components(paths: dict[str, Any], inpaint: bool = False) -> 
     return GeneratorComponents(unet, vae, text_encoder, tokenizer, scheduler)
 
 
+def pretrained_identity(paths: dict[str, Any], max_hash_bytes: int = 64 << 20) -> dict[str, str]:
+    """A digest per configured pretrained folder: files up to ``max_hash_bytes`` by content,
+    larger ones (SD 1.4's 3 GB UNet) by size, so a swapped checkpoint is noticed cheaply."""
+    import hashlib
+
+    out = {}
+    for key, folder in sorted(paths.items()):
+        if not folder or not Path(folder).is_dir():
+            continue
+        h = hashlib.sha256()
+        for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            size = f.stat().st_size
+            h.update(f"{f.relative_to(folder)}:{size}".encode())
+            if size <= max_hash_bytes:
+                h.update(f.read_bytes())
+        out[key] = h.hexdigest()
+    return out
+
+
 def build_components(cfg: dict[str, Any], inpaint: bool = False) -> GeneratorComponents:
     """Dispatch on ``cfg["generator"]["kind"]`` (tiny | pretrained)."""
     gen = cfg["generator"]
     if gen["kind"] == "tiny":
         return build_tiny_components(gen["tiny"], gen["resolution"], inpaint, seed=cfg.get("seed", 0))
     if gen["kind"] == "pretrained":
-        return load_pretrained_components(gen.get("pretrained", {}), inpaint)
+        comps = load_pretrained_components(gen.get("pretrained", {}), inpaint)
+        set_resolution(comps, gen["resolution"])
+        return comps
     raise ValueError(f"generator.kind: unknown kind {gen['kind']!r} (tiny | pretrained)")
+
+
+def set_resolution(comps: GeneratorComponents, resolution: int) -> None:
+    """Record the size this run trains and samples at in the configs that get saved.
+
+    diffusers' GLIGEN pipeline resizes the inpainting image to ``vae.config.sample_size``,
+    so a model pretrained at 128 px and fine-tuned at 64 px must say 64 px.
+    """
+    if resolution % comps.vae_scale_factor:
+        raise ValueError(f"generator.resolution {resolution} must be divisible by the VAE factor {comps.vae_scale_factor}")
+    comps.vae.register_to_config(sample_size=resolution)
+    comps.unet.register_to_config(sample_size=resolution // comps.vae_scale_factor)
 
 
 # ---------------------------------------------------------------------------- conv_in widening

@@ -35,6 +35,7 @@ from xsyn.generator.data import Example, batch_indices, load_examples, make_batc
 from xsyn.generator.factory import (
     GeneratorComponents,
     build_components,
+    pretrained_identity,
     save_generator,
     widen_conv_in,
     write_generator,
@@ -565,6 +566,8 @@ class FineTuner:
         """What the checkpoints in ``work_dir`` were trained for (config sections + data)."""
         ident = {"generator": self.gen, "finetune": self.ft, "dataset": str(self.dataset.resolve()),
                  "examples": len(self.examples)}
+        if self.gen["kind"] == "pretrained":  # a retrained starting point is another job
+            ident["pretrained_files"] = pretrained_identity(self.gen.get("pretrained") or {})
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def claim_work_dir(self) -> None:
@@ -595,7 +598,8 @@ class FineTuner:
         if not examples or len(classes) < 2:
             return None
         # whole scans, as the pipelines sample
-        result = conditioning_ratio(self.comps, examples, classes, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8))
+        result = conditioning_ratio(self.comps, examples, classes, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8),
+                                    resolution=self.gen["resolution"])
         return {"split": split, "images": len(examples), **result}
 
     def write_output(self) -> None:
