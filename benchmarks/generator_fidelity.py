@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from xsyn.data.boxes import xywh_to_unit_xyxy
 from xsyn.data.contract import DatasetError, annotations_by_image, category_names, load_split
 
 CROP = 48
@@ -51,13 +52,6 @@ def read_rgb(path: Path) -> np.ndarray:
     if img is None:
         raise FileNotFoundError(f"{path}: image not readable")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def norm_box(ann: dict, img_info: dict) -> list[float]:
-    """COCO xywh in pixels → normalised xyxy, clipped to [0, 1]."""
-    x, y, w, h = ann["bbox"]
-    W, H = img_info["width"], img_info["height"]
-    return [float(np.clip(v, 0.0, 1.0)) for v in (x / W, y / H, (x + w) / W, (y + h) / H)]
 
 
 def crop_square(image: np.ndarray, box: list[float], out: int = CROP) -> np.ndarray:
@@ -88,7 +82,7 @@ def real_crops(root: Path, splits: list[str], label_of: dict[int, int]) -> tuple
                 continue
             image = read_rgb(root / "images" / img_info["file_name"])
             for ann in anns:
-                xs.append(crop_square(image, norm_box(ann, img_info)))
+                xs.append(crop_square(image, xywh_to_unit_xyxy(ann["bbox"], img_info["width"], img_info["height"])))
                 ys.append(label_of[ann["category_id"]])
     if not xs:
         raise DatasetError(f"{root}: no annotations in {splits}")
@@ -326,7 +320,7 @@ def main(argv=None) -> int:
         raise DatasetError(f"{root}: the test split has no annotations")
     images = {im["id"]: im for im in test["images"]}
     by_image = annotations_by_image(test)
-    candidates = [(im, [norm_box(a, im) for a in by_image[im["id"]]]) for im in test["images"]]
+    candidates = [(im, [xywh_to_unit_xyxy(a["bbox"], im["width"], im["height"]) for a in by_image[im["id"]]]) for im in test["images"]]
     comps = load_generator(args.generator, device=device)
     if not comps.is_inpainting:
         print(f"warning: {args.generator} has a generation (4-channel) UNet, not an inpainting one: "
@@ -345,7 +339,7 @@ def main(argv=None) -> int:
     t_gen = time.perf_counter()
     for k, ann in enumerate(tqdm(items, desc="painting items", unit="item")):
         img_info = images[ann["image_id"]]
-        box = norm_box(ann, img_info)
+        box = xywh_to_unit_xyxy(ann["bbox"], img_info["width"], img_info["height"])
         image = scan(img_info["id"])
         real_c.append(crop_square(image, box))
         other, cover = empty_scan_for(box, img_info["id"], candidates, rng)

@@ -15,6 +15,7 @@ from xsyn.data.boxes import (
     clip_xywh,
     iou_matrix_xywh,
     iou_xywh,
+    xywh_to_unit_xyxy,
     xywh_to_xyxy,
     xywh_to_yolo,
     xyxy_to_xywh,
@@ -44,6 +45,14 @@ def box_in_image(draw, decimals: int = 2):
     x2 = draw(st.integers(x1 + 1, w * q))
     y2 = draw(st.integers(y1 + 1, h * q))
     return [x1 / q, y1 / q, (x2 - x1) / q, (y2 - y1) / q], w, h
+
+
+@given(xywh, image_side, image_side)
+def test_unit_xyxy_is_the_clipped_box_scaled(b, w, h):
+    u = xywh_to_unit_xyxy(b, w, h)
+    assert all(0.0 <= v <= 1.0 for v in u) and u[0] <= u[2] and u[1] <= u[3]
+    x1, y1, x2, y2 = xywh_to_xyxy(clip_xywh(b, w, h))
+    assert u == pytest.approx([x1 / w, y1 / h, x2 / w, y2 / h], abs=1e-9)
 
 
 @given(xywh)

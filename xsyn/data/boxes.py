@@ -27,6 +27,12 @@ def clip_xywh(box: Box, width: float, height: float) -> list[float]:
     return [x1, y1, max(x2 - x1, 0.0), max(y2 - y1, 0.0)]
 
 
+def xywh_to_unit_xyxy(box: Box, width: float, height: float) -> list[float]:
+    """Pixels xywh → xyxy in [0, 1] of the image (GLIGEN's box format), clipped."""
+    x1, y1, x2, y2 = xywh_to_xyxy(box)
+    return [min(max(v, 0.0), 1.0) for v in (x1 / width, y1 / height, x2 / width, y2 / height)]
+
+
 def area_xywh(box: Box) -> float:
     return max(float(box[2]), 0.0) * max(float(box[3]), 0.0)
 

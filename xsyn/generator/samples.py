@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from xsyn.data.boxes import xywh_to_unit_xyxy
 from xsyn.data.contract import (
     annotations_by_image,
     caption_for,
@@ -64,10 +65,9 @@ def class_layouts(
         for k in picks:
             a = anns[int(k)]
             im = images[a["image_id"]]
-            x, y, w, h = a["bbox"]
-            box = [x / im["width"], y / im["height"], (x + w) / im["width"], (y + h) / im["height"]]
+            box = xywh_to_unit_xyxy(a["bbox"], im["width"], im["height"])
             others = [f for f in files if f != im["file_name"]] or files
-            layouts.append(([float(np.clip(v, 0, 1)) for v in box], others[int(rng.integers(len(others)))]))
+            layouts.append((box, others[int(rng.integers(len(others)))]))
         out.append((name, layouts))
     return out
 
