@@ -4,7 +4,7 @@ GLIGEN's own pre-training is out of reach on a CPU, and a tiny model trained fro
 inside the 10-minute smoke budget ignores its class phrases (conditioning ratio 1.000; see
 the README). So the smoke profile starts, like the paper, from a pretrained model: this
 one, trained from scratch (config/pretrain-tiny.yaml) on a phantom dataset of its own
-(seed 1), disjoint from the smoke dataset (seed 0), and stored in float16 (12 MB).
+(seed 1), disjoint from the smoke dataset (seed 0), and stored in float16 (15 MB).
 
 usage: python scripts/pretrain_tiny_generator.py [--work DIR] [--out assets/tiny-gligen-xray]
 About 70 min on 2 CPU cores, a few minutes on a GPU (add --set device=cuda).
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from xsyn.config import load_config
 from xsyn.generator.factory import load_generator, write_generator
 from xsyn.io import atomic_dir
 
@@ -44,6 +45,7 @@ def export(trained: Path, out: Path, minutes: float, extra: list[str]) -> None:
     """float16 copy of the trained folder, with its loss curve, metrics and a model card."""
     comps = load_generator(trained, dtype=torch.float16)
     report = json.loads((trained / "finetune.json").read_text())
+    seed = load_config([CONFIG], extra)["phantom"]["seed"]
     with atomic_dir(out) as tmp:
         write_generator(comps, tmp)
         shutil.copy2(trained / "loss.png", tmp / "loss.png")
@@ -54,7 +56,7 @@ def export(trained: Path, out: Path, minutes: float, extra: list[str]) -> None:
         }, indent=1) + "\n")
         cond = report.get("conditioning") or {}
         (tmp / "README.md").write_text(MODEL_CARD.format(
-            minutes=minutes, ratio=cond.get("ratio", float("nan")), images=report["num_train_images"],
+            minutes=minutes, ratio=cond.get("ratio", float("nan")), images=report["num_train_images"], seed=seed,
             steps=", ".join(f"{s['name']} {s['steps']}" for s in report["stages"] if s["steps"]), commit=git_commit()[:10],
         ))
 
@@ -67,7 +69,7 @@ VAE ×4, frozen random CLIP text encoder over the real CLIP BPE vocabulary), v-p
 
 - Trained from scratch by `python scripts/pretrain_tiny_generator.py` (config
   `config/pretrain-tiny.yaml`, commit {commit}) in {minutes:.0f} min.
-- Data: {images} training scans of a phantom dataset with `phantom.seed: 1`. The smoke
+- Data: {images} training scans of a phantom dataset with `phantom.seed: {seed}`. The smoke
   dataset (`phantom.seed: 0`) was never seen, so its val and test splits stay held out.
 - Steps: {steps}.
 - Conditioning ratio on its own val split: {ratio:.3f} (box loss with swapped / true classes;
@@ -84,6 +86,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     args = ap.parse_args()
     work = Path(args.work)
+    seed, smoke_seed = load_config([CONFIG], args.set)["phantom"]["seed"], load_config()["phantom"]["seed"]
+    if seed == smoke_seed:
+        ap.error(f"phantom.seed {seed} is the smoke dataset's: its val and test scans would be pre-trained on")
     conf = ["--config", str(CONFIG), *[a for kv in args.set for a in ("--set", kv)]]
     t0 = time.time()
     if not (work / "raw").is_dir():
