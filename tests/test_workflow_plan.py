@@ -23,7 +23,7 @@ def dry_run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 @pytest.fixture
 def clean_checkout(tmp_path) -> Path:
     """Plan in a copy, so artifacts of a local run in the repo cannot hide missing jobs."""
-    for name in ("Snakefile", "workflow", "config"):
+    for name in ("Snakefile", "workflow", "config", "assets"):
         src = REPO / name
         dest = tmp_path / name
         if src.is_dir():
