@@ -9,6 +9,7 @@ real CLIP BPE, so class names split into the same word pieces as with Stable Dif
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
 import math
@@ -298,8 +299,6 @@ def load_pretrained_components(paths: dict[str, Any], inpaint: bool = False) -> 
 def pretrained_identity(paths: dict[str, Any], max_hash_bytes: int = 64 << 20) -> dict[str, str]:
     """A digest per configured pretrained folder: files up to ``max_hash_bytes`` by content,
     larger ones (SD 1.4's 3 GB UNet) by size, so a swapped checkpoint is noticed cheaply."""
-    import hashlib
-
     out = {}
     for key, folder in sorted(paths.items()):
         if not folder or not Path(folder).is_dir():
