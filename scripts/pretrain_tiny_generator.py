@@ -45,18 +45,19 @@ def export(trained: Path, out: Path, minutes: float, extra: list[str], seed: int
     """float16 copy of the trained folder, with its loss curve, metrics and a model card."""
     comps = load_generator(trained, dtype=torch.float16)
     report = json.loads((trained / "finetune.json").read_text())
+    commit = git_commit()
     with atomic_dir(out) as tmp:
         write_generator(comps, tmp)
         shutil.copy2(trained / "loss.png", tmp / "loss.png")
         (tmp / "pretrain.json").write_text(json.dumps({
             **report, "config": str(CONFIG.relative_to(REPO)), "overrides": extra,
-            "commit": git_commit(), "minutes": round(minutes, 1),
+            "commit": commit, "minutes": round(minutes, 1),
             "torch_threads": torch.get_num_threads(),
         }, indent=1) + "\n")
         cond = report.get("conditioning") or {}
         (tmp / "README.md").write_text(MODEL_CARD.format(
             minutes=minutes, ratio=cond.get("ratio", float("nan")), images=report["num_train_images"], seed=seed,
-            steps=", ".join(f"{s['name']} {s['steps']}" for s in report["stages"] if s["steps"]), commit=git_commit()[:10],
+            steps=", ".join(f"{s['name']} {s['steps']}" for s in report["stages"] if s["steps"]), commit=commit[:10],
         ))
 
 

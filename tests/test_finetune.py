@@ -481,9 +481,11 @@ def test_conditioning_ratio_is_deterministic(dataset):
 def test_conditioning_ratio_at_another_resolution_than_pretrained(dataset):
     """A pretrained model fine-tuned at a smaller size (the e2e test: 128-px model, 64-px scans)."""
     from xsyn.generator.conditioning import conditioning_ratio
+    from xsyn.generator.factory import set_resolution
 
     comps = build_tiny_components(tiny_cfg()["generator"]["tiny"], RES, inpaint=True)
     examples, classes = load_examples(dataset, "train", RES // 2)
     with pytest.raises(RuntimeError):
         conditioning_ratio(comps, examples, classes, repeats=1)
-    assert conditioning_ratio(comps, examples, classes, repeats=1, resolution=RES // 2)["ratio"] > 0
+    set_resolution(comps, RES // 2)  # what build_components does for a pretrained model
+    assert conditioning_ratio(comps, examples, classes, repeats=1)["ratio"] > 0

@@ -42,20 +42,17 @@ def conditioning_ratio(
     repeats: int = 4,
     seed: int = 0,
     max_boxes: int = 8,
-    resolution: int | None = None,
 ) -> dict[str, float]:
     """Box loss with swapped classes / box loss with the true ones, over ``repeats`` draws of
-    masks, noise and timesteps (the same draws for both). Needs an inpainting UNet.
-
-    ``resolution``: the examples' image side (default: the UNet's ``sample_size`` in pixels;
-    a pretrained model may be fine-tuned at another size)."""
+    masks, noise and timesteps (the same draws for both). Needs an inpainting UNet whose
+    ``sample_size`` is the examples' latent side (``build_components`` records it)."""
     from xsyn.generator.finetune import LossModule, Stage
 
     if not comps.is_inpainting:
         raise ValueError("conditioning_ratio needs an inpainting generator (9-channel conv_in)")
     if len(classes) < 2:
         raise ValueError("conditioning_ratio needs at least two classes")
-    latent = comps.unet.config.sample_size if resolution is None else resolution // comps.vae_scale_factor
+    latent = comps.unet.config.sample_size
     loss = LossModule(comps, Stage("probe", 1, True, "unet"), False, BOX_ONLY_WEIGHT).eval()
     rng = random.Random(seed)
     true_sum = swapped_sum = 0.0

@@ -598,8 +598,7 @@ class FineTuner:
         if not examples or len(classes) < 2:
             return None
         # whole scans, as the pipelines sample
-        result = conditioning_ratio(self.comps, examples, classes, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8),
-                                    resolution=self.gen["resolution"])
+        result = conditioning_ratio(self.comps, examples, classes, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8))
         return {"split": split, "images": len(examples), **result}
 
     def write_output(self) -> None:
