@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from raw_fixtures import write_fixture
+from raw_fixtures import write_fixture, write_layout
 
 from xsyn.data.contract import DatasetError
 from xsyn.data.prepare import PrepareOptions, prepare_dataset
@@ -254,6 +254,59 @@ def test_tiff_and_png_of_same_stem_clash(tmp_path, out):
                            for k, ext in enumerate(("png", "tiff"))]
     _edit_json(fx.source / "annotations" / "instances_train.json", add)
     assert_fails("coco", fx.source, out, r"instances_train\.json", r"id 901", r"extra\.png", "clashes")
+
+
+# ---------------------------------------------------------------- the releases' own layouts
+
+
+def test_clcxray_malformed_json(tmp_path, out):
+    fmt, fx = write_layout("clcxray", tmp_path / "raw", empty_name=True)
+    path = fx.source / "annotation" / "CLCXray_test.json"
+    path.write_text(path.read_text()[:-30])
+    assert_fails(fmt, fx.source, out, r"annotation/CLCXray_test\.json", "malformed JSON")
+
+
+def test_clcxray_empty_name_does_not_hide_other_errors(tmp_path, out):
+    """The ".png" record is skipped, yet a bad box elsewhere in the same file still stops the import."""
+    fmt, fx = write_layout("clcxray", tmp_path / "raw", empty_name=True)
+
+    def bad(coco):
+        coco["annotations"][0]["category_id"] = 99
+    _edit_json(fx.source / "annotation" / "CLCXray_train.json", bad)
+    assert_fails(fmt, fx.source, out, r"CLCXray_train\.json", r"annotations\[0\]", "unknown category_id 99")
+
+
+def test_mscoco_missing_image(tmp_path, out):
+    fmt, fx = write_layout("mscoco", tmp_path / "raw")
+    (fx.source / "val2017" / "000000000152.jpg").unlink()  # images[2] of val (ids start at 11)
+    assert_fails(fmt, fx.source, out, r"instances_val2017\.json", r"images\[2\]", r"000000000152\.jpg", "not found")
+
+
+def test_coco_images_in_no_folder_names_the_folders_tried(tmp_path, out):
+    fmt, fx = write_layout("clcxray", tmp_path / "raw")
+    (fx.source / "image").rename(fx.source / "pictures")
+    assert_fails(fmt, fx.source, out, r"CLCXray_test\.json", "none of its images", r"image/test", r"images/test")
+
+
+def test_pidray_extended_duplicate_annotation_id(tmp_path, out):
+    fmt, fx = write_layout("pidray-extended", tmp_path / "raw")
+
+    def dup(coco):
+        coco["annotations"][2]["id"] = coco["annotations"][1]["id"]
+    _edit_json(fx.source / "annotations" / "test.json", dup)
+    assert_fails(fmt, fx.source, out, r"annotations/test\.json", r"annotations\[2\]", "duplicate id")
+
+
+def test_opixray_binary_part_list(tmp_path, out):
+    fmt, fx = write_layout("opixray", tmp_path / "raw")
+    (fx.source / "test" / "test_knife-2.txt").write_bytes(b"\xff\xfe\x00binary")
+    assert_fails(fmt, fx.source, out, r"test_knife-2\.txt", "not a text file")
+
+
+def test_no_layout_leaves_output_untouched(tmp_path, out):
+    (tmp_path / "raw" / "a").mkdir(parents=True)
+    (tmp_path / "raw" / "b").mkdir()
+    assert_fails("clcxray", tmp_path / "raw", out, "no COCO annotation file", "annotation/")
 
 
 # ---------------------------------------------------------------- known-dirty: counted skips

@@ -10,14 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from raw_fixtures import write_fixture
+from raw_fixtures import write_fixture, write_layout
 
 from xsyn.cli import main
 from xsyn.data.contract import SPLITS, caption_for, load_split, phrase_for, subset_name
 from xsyn.data.prepare import PrepareOptions, carve, prepare_dataset, stratified_order
 from xsyn.data.yolo import read_yolo, write_yolo_split
 
-FORMATS = ["pidray", "coco", "phantom", "opixray", "hixray", "sixray"]
+FORMATS = ["pidray", "pidray-extended-levels", "coco", "mscoco", "clcxray", "phantom", "opixray", "hixray",
+           "sixray"]  # layouts (raw_fixtures.LAYOUTS), each as its release ships it
 SHARES = (1, 5, 10, 25, 50)
 QUIET = PrepareOptions(progress=False, workers=2)
 
@@ -36,10 +37,10 @@ def prepared(tmp_path_factory) -> dict[str, tuple[Path, object]]:
     """Every format prepared once (module scope: the tests below only read)."""
     root = tmp_path_factory.mktemp("prep")
     out = {}
-    for fmt in FORMATS:
-        fx = write_fixture(fmt, root / "raw" / fmt)
-        prepare_dataset(fmt, fx.source, root / "data" / fmt, QUIET)
-        out[fmt] = (root / "data" / fmt, fx)
+    for layout in FORMATS:
+        fmt, fx = write_layout(layout, root / "raw" / layout)
+        prepare_dataset(fmt, fx.source, root / "data" / layout, QUIET)
+        out[layout] = (root / "data" / layout, fx)
     return out
 
 
@@ -113,14 +114,22 @@ def test_tiff_converted_to_png_and_others_linked(prepared):
             assert dst.stat().st_ino == src.stat().st_ino  # hard link, no copy
 
 
-def test_pidray_test_is_union_of_its_parts(prepared):
-    root, fx = prepared["pidray"]
+@pytest.mark.parametrize("layout, parts, train_folder", [
+    ("pidray", ("easy", "hard", "hidden"), "train/"),
+    ("pidray-extended-levels", ("easy", "hard", "hidden"), "train/"),
+    ("opixray", ("ol1", "ol2", "ol3"), "train/"),
+])
+def test_test_is_union_of_its_parts(prepared, layout, parts, train_folder):
+    root, fx = prepared[layout]
     test = {img["id"] for img in load_split(root, "test")["images"]}
-    parts = [load_split(root, f"test_{p}", check_images=True) for p in ("easy", "hard", "hidden")]
-    assert test == set().union(*({img["id"] for img in p["images"]} for p in parts))
+    coco_parts = [load_split(root, f"test_{p}", check_images=True) for p in parts]
+    ids = [{img["id"] for img in p["images"]} for p in coco_parts]
+    assert test == set().union(*ids) and sum(map(len, ids)) == len(test)
     assert len(test) == sum(v for k, v in fx.images.items() if k.startswith("test_"))
     val = load_split(root, "val")
-    assert all(img["file_name"].startswith("train/") for img in val["images"])
+    assert all(img["file_name"].startswith(train_folder) for img in val["images"])
+    report = json.loads((root / "prepare_report.json").read_text())
+    assert all(report["splits"][f"test_{p}"]["images"] == len(i) for p, i in zip(parts, ids, strict=True))
 
 
 def test_phantom_regions_and_transmissions(prepared):

@@ -1,4 +1,10 @@
-"""``xsyn prepare``: import a raw dataset tree into the xsyn contract (``data/<name>/``)."""
+"""``xsyn prepare``: import a raw dataset tree into the xsyn contract (``data/<name>/``).
+
+Known-benign defects of real copies (a box a few pixels outside its image, an empty file
+name, an annotation without image or an image without annotation, class-name case) are
+fixed or skipped and reported in ``<out>/prepare_report.json``; ``--strict`` stops at the
+first instead. Anything else wrong stops with an error naming the file and the entry.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="threads that decode and check images (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strict", action="store_true", default=None,
+                        help="stop at the first dirty entry instead of fixing or skipping it and "
+                        "reporting it (default: dataset.strict)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         link_images=ds.get("link_images", True),
         workers=args.workers,
         progress=not args.no_progress,
+        strict=bool(args.strict or ds["strict"]),
+        clamp_px=ds["clamp_px"],
     )
     fmt, source = args.fmt or ds["format"], args.source or ds["source"]
     summary = prepare_dataset(fmt, source, out, opts)

@@ -27,6 +27,12 @@ def clip_xywh(box: Box, width: float, height: float) -> list[float]:
     return [x1, y1, max(x2 - x1, 0.0), max(y2 - y1, 0.0)]
 
 
+def outside_px(box: Box, width: float, height: float) -> float:
+    """How far the box reaches past the image's edges, in pixels (0 for a box inside)."""
+    x1, y1, x2, y2 = xywh_to_xyxy(box)
+    return max(0.0, -x1, -y1, x2 - width, y2 - height)
+
+
 def xywh_to_unit_xyxy(box: Box, width: float, height: float) -> list[float]:
     """Pixels xywh → xyxy in [0, 1] of the image (GLIGEN's box format), clipped."""
     x1, y1, x2, y2 = xywh_to_xyxy(box)

@@ -3,15 +3,21 @@
 The importer reads the source into memory (:mod:`xsyn.data.importers`); this module
 does what every format shares, so the output is the same whatever the input:
 
-1. check every box against its image (a clear error naming the source file and line)
-   and clip it into the image (within the contract's 1-px tolerance);
+1. check every box against its image and clip it into it: within the contract's 1-px
+   tolerance that is rounding; up to ``clamp_px`` outside it is a dirty entry, clamped
+   and reported (OPIXray's official loader clamps such boxes too); farther out it is an
+   error naming the source file and line;
 2. add captions (``caption_for``) and grounding phrases (``phrase_for``);
 3. keep the format's own splits, carving ``test`` (``test_fraction`` of all images) and
    ``val`` (``val_fraction`` of train) where it has none, stratified by each image's
    rarest class, and draw nested low-data subsets 1 % ⊂ 5 % ⊂ … of train the same way;
 4. inside :func:`~xsyn.io.atomic_dir`: open every image fully (truncated files fail
    here, not mid-training), check its size, hard-link it (or copy it; TIFF → PNG) and
-   write the annotation files. Any error leaves an existing output folder untouched.
+   write the annotation files and ``prepare_report.json``. Any error leaves an existing
+   output folder untouched.
+
+Known-benign defects of real copies (:mod:`xsyn.data.dirty`) are fixed or skipped and
+reported in ``prepare_report.json`` and the printed summary; ``strict`` stops at the first.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from xsyn.data.boxes import clip_xywh
+from xsyn.data.boxes import clip_xywh, outside_px
 from xsyn.data.contract import (
+    BOX_TOLERANCE_PX,
     SUBSET_SHARES,
     DatasetError,
     caption_for,
@@ -38,6 +45,7 @@ from xsyn.data.contract import (
     save_coco,
     subset_name,
 )
+from xsyn.data.dirty import ACTIONS
 from xsyn.data.importers import ORIGIN, RawDataset, import_dataset, open_image
 from xsyn.data.yolo import place_file
 from xsyn.io import atomic_dir, write_json
@@ -57,23 +65,46 @@ class PrepareOptions:
     link_images: bool = True
     workers: int = 4
     progress: bool = True
+    strict: bool = False  # the first dirty entry is an error instead of a reported fix/skip
+    clamp_px: float = 5.0  # a box reaching at most this far outside its image is clamped
 
 
 # ---------------------------------------------------------------- boxes, captions
 
 
-def check_boxes(raw: RawDataset) -> None:
-    """Every annotation and region box inside its image (±1 px), then clipped into it."""
+def check_boxes(raw: RawDataset, clamp_px: float) -> None:
+    """Every annotation and region box inside its image, then clipped into it.
+
+    Within the contract's 1 px a box past the edge is rounding, clipped silently; up to
+    ``clamp_px`` it is an annotation slip (OPIXray has them, negative corners included),
+    clamped and reported as a dirty entry; farther out it is an error.
+    """
     images = {img["id"]: img for img in raw.images}
+    names = {c["id"]: c["name"] for c in raw.categories}
     for kind, records in (("annotation", raw.annotations), ("region", raw.regions)):
         for rec in records:
             img = images[rec["image_id"]]
+            width, height = img["width"], img["height"]
             where = rec.get(ORIGIN, f"{kind} id {rec['id']}")
-            check_box(rec.get("bbox"), img["width"], img["height"], where, f"{kind} id {rec['id']}")
-            clipped = clip_xywh(rec["bbox"], img["width"], img["height"])
+            entry = f"{kind} id {rec['id']}"
+            check_box(rec.get("bbox"), width, height, where, entry, tol=float("inf"))
+            out = outside_px(rec["bbox"], width, height)
+            if out > max(clamp_px, BOX_TOLERANCE_PX):
+                raise DatasetError(
+                    f"{where}: {entry}: bbox {rec['bbox']} lies {out:g} px outside the {width}x{height} image "
+                    f"(more than clamp_px = {clamp_px:g} px: not an annotation slip)"
+                )
+            clipped = clip_xywh(rec["bbox"], width, height)
             if clipped[2] <= 0 or clipped[3] <= 0:
-                raise DatasetError(f"{where}: {kind} id {rec['id']}: bbox {rec['bbox']} is empty inside the image")
-            if clipped != [float(v) for v in rec["bbox"]]:
+                raise DatasetError(f"{where}: {entry}: bbox {rec['bbox']} is empty inside the image")
+            if out > 0:  # a box inside is kept as it is (clipping would round x + w - x)
+                if out > BOX_TOLERANCE_PX:
+                    raw.dirty.add(
+                        "box_outside", where,
+                        f"{kind} bbox {rec['bbox']} reaches {out:g} px outside the {width}x{height} image; "
+                        f"clamped to {clipped}",
+                        cls=names.get(rec.get("category_id")), image_id=rec["image_id"],
+                    )
                 rec["bbox"] = clipped
                 rec["area"] = clipped[2] * clipped[3]
             rec.setdefault("area", float(rec["bbox"][2]) * float(rec["bbox"][3]))
@@ -146,8 +177,8 @@ def assign_splits(raw: RawDataset, opts: PrepareOptions) -> dict[str, list[int]]
     if "val" not in splits:
         splits["train"], splits["val"] = carve(splits["train"], opts.val_fraction, classes_of, seed + 1)
     parts = sorted(s for s in splits if s.startswith("test_"))
-    if parts and "test" not in splits:
-        splits["test"] = [i for s in parts for i in splits[s]]
+    if parts:  # test = every test image: those of no part and those of each part
+        splits["test"] = splits.get("test", []) + [i for s in parts for i in splits[s]]
     if not splits["train"]:
         raise DatasetError("the source has no training images")
     order = stratified_order(splits["train"], classes_of, seed + 2)
@@ -155,6 +186,15 @@ def assign_splits(raw: RawDataset, opts: PrepareOptions) -> dict[str, list[int]]
         k = max(1, round(share / 100 * len(order)))
         splits[subset_name(share) if float(share).is_integer() else f"train_p{share:g}"] = sorted(order[:k])
     return {name: sorted(splits[name]) for name in sorted(splits, key=split_order)}
+
+
+def primary_splits(splits: dict[str, list[int]]) -> dict[int, str]:
+    """Image id → the one split it is reported under: its test part, else train, val or test."""
+    out: dict[int, str] = {}
+    for name in sorted(splits, key=split_order):  # test before its parts: a part overrides it
+        if split_order(name)[0] < 4:
+            out.update(dict.fromkeys(splits[name], name))
+    return out
 
 
 def split_order(name: str) -> tuple[int, str]:
@@ -248,6 +288,7 @@ def place_images(raw: RawDataset, root: Path, opts: PrepareOptions) -> Counter:
 
 
 def summarize(raw: RawDataset, splits: dict[str, list[int]]) -> dict[str, Any]:
+    """The content of ``prepare_report.json`` (less ``format``, ``source`` and ``files``)."""
     names = {c["id"]: c["name"] for c in raw.categories}
     image_of = {a["id"]: a["image_id"] for a in raw.annotations}
     per_split = {}
@@ -262,27 +303,46 @@ def summarize(raw: RawDataset, splits: dict[str, list[int]]) -> dict[str, Any]:
     return {
         "classes": [c["name"] for c in raw.categories],
         "splits": per_split,
+        "dirty": raw.dirty.report(primary_splits(splits)),
         "skipped": raw.skipped,
         "notes": raw.notes,
     }
 
 
-def format_summary(summary: dict[str, Any], max_skipped: int = 20) -> str:
+def format_summary(summary: dict[str, Any], max_entries: int = 8) -> str:
+    """One screen: images, boxes and classes per split, the subsets, notes, dirty entries."""
     classes = summary["classes"]
-    width = max([len(c) for c in classes] + [10])
-    splits = list(summary["splits"])
-    lines = [f"{'':{width}} " + " ".join(f"{s:>11}" for s in splits)]
+    width = max([len(c) for c in classes] + [11])
+    splits = [s for s in summary["splits"] if split_order(s)[0] < 4]
+    subsets = [s for s in summary["splits"] if split_order(s)[0] == 4]
+    cols = [max(len(s), 6) for s in splits]
+
+    def row(label: str, values: list) -> str:
+        return f"{label:{width}} " + " ".join(f"{v:>{c}}" for v, c in zip(values, cols, strict=True))
+
+    lines = [row("", splits)]
     for key in ("images", "annotations"):
-        lines.append(f"{key:{width}} " + " ".join(f"{summary['splits'][s][key]:>11}" for s in splits))
+        lines.append(row(key, [summary["splits"][s][key] for s in splits]))
     for c in classes:
-        lines.append(f"{c:{width}} " + " ".join(f"{summary['splits'][s]['per_class'].get(c, 0):>11}" for s in splits))
+        lines.append(row(c, [summary["splits"][s]["per_class"].get(c, 0) for s in splits]))
+    if subsets:
+        lines.append("low-data subsets of train (images): "
+                     + ", ".join(f"{s} {summary['splits'][s]['images']}" for s in subsets))
     lines += [f"note: {n}" for n in summary.get("notes", [])]
-    skipped = summary["skipped"]
-    if skipped:
-        lines.append(f"skipped entries: {len(skipped)}")
-        lines += [f"  {s}" for s in skipped[:max_skipped]]
-        if len(skipped) > max_skipped:
-            lines.append(f"  ... and {len(skipped) - max_skipped} more (see {REPORT_NAME})")
+    dirty = summary.get("dirty") or {}
+    if dirty.get("total"):
+        counts = dirty["counts"]
+        total = {a: sum(counts.get(a, {}).values()) for a in ACTIONS}
+        lines.append(f"skipped entries: {total['skipped']}, clamped: {total['clamped']}, folded: {total['folded']} "
+                     f"(every one with its reason in {REPORT_NAME})")
+        for action in ACTIONS:
+            for reason, n in counts.get(action, {}).items():
+                where = ", ".join(f"{s} {c[reason]}" for s, c in dirty["per_split"].items() if reason in c)
+                lines.append(f"  {reason:<18} {action:<8} {n:>7}  ({where})")
+        shown = dirty["entries"][:max_entries]
+        lines += [f"  {e['where']}: {e['detail']}" for e in shown]
+        if dirty["total"] > len(shown):
+            lines.append(f"  ... and {dirty['total'] - len(shown)} more (see {REPORT_NAME})")
     return "\n".join(lines)
 
 
@@ -295,20 +355,21 @@ def prepare_dataset(
     """Import ``source`` (format ``fmt``) and write the contract dataset ``out`` atomically.
 
     Returns the summary (also written to ``out/prepare_report.json``): counts per split
-    and class, the skipped entries and how images were placed.
+    and class, every dirty entry (clamped, skipped, folded) with its reason, notes and
+    how images were placed. With ``opts.strict`` the first dirty entry is an error.
     """
     opts = opts or PrepareOptions()
     out = Path(out)
-    raw = import_dataset(fmt, source)
+    raw = import_dataset(fmt, source, strict=opts.strict)
     if not raw.images:
         raise DatasetError(f"{source}: no images found for format {fmt!r}")
-    check_boxes(raw)
+    check_boxes(raw, opts.clamp_px)
     add_text(raw)
     output_names(raw)
     splits = assign_splits(raw, opts)
     cocos = {s: split_coco(raw, ids, {"dataset": out.name, "format": fmt, "split": s}) for s, ids in splits.items()}
-    summary = summarize(raw, splits)
-    summary.update(format=fmt, source=str(Path(source).resolve()))
+    summary = {"format": fmt, "source": str(Path(source).resolve()), "clamp_px": opts.clamp_px,
+               **summarize(raw, splits)}
     with atomic_dir(out) as tmp:
         for split, coco in cocos.items():
             save_coco(tmp / "annotations" / f"{split}.json", coco)

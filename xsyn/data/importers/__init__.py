@@ -1,9 +1,13 @@
 """Importers: one per public X-ray format, each turning a raw tree into a :class:`RawDataset`.
 
-An importer only *reads*: it parses the source annotations, resolves every image to an
-absolute path and names the split when the format has one. Checking images, carving
-splits, captions and writing the contract folder are :mod:`xsyn.data.prepare`'s job, so
-every format gets them identically. Modules are imported lazily by :func:`get_importer`.
+An importer only *reads*: it finds its format's layout under the source folder (each
+accepts the layouts the dataset's own release and the projects that load it use, and
+says which it looked for when it finds none), parses the annotations, resolves every
+image to an absolute path and names the split when the format has one. Known-benign
+defects go to the :class:`~xsyn.data.dirty.DirtyLog` (skipped or fixed, and reported).
+Checking images, carving splits, captions and writing the contract folder are
+:mod:`xsyn.data.prepare`'s job, so every format gets them identically. Modules are
+imported lazily by :func:`get_importer`.
 """
 
 from __future__ import annotations
@@ -17,8 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from xsyn.data.contract import DatasetError
+from xsyn.data.dirty import DirtyLog
 
 ORIGIN = "_origin"  # key on image/annotation records: where it came from (stripped before writing)
+
+
+class LayoutNotFound(DatasetError):
+    """The source holds none of the format's layouts; the message lists those looked for."""
 
 
 @dataclass
@@ -30,8 +39,8 @@ class RawDataset:
     file to link or convert. ``splits`` maps image id → split name (``train``, ``val``,
     ``test`` or ``test_<subset>``) and is empty when the format has no splits.
     ``aux_files`` maps a path relative to the dataset root → the source file to link there
-    (phantom transmissions). ``skipped`` lists entries dropped on purpose, one line each; ``notes`` other things the
-    user should know (renumbered ids).
+    (phantom transmissions). ``dirty`` holds the entries skipped, clamped or folded on
+    purpose; ``notes`` other things the user should know (renumbered ids, ignored files).
     Records may carry an ``_origin`` string (file and line/entry) used in error messages.
     """
 
@@ -42,19 +51,34 @@ class RawDataset:
     splits: dict[int, str] = field(default_factory=dict)
     regions: list[dict[str, Any]] = field(default_factory=list)
     aux_files: dict[str, Path] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
+    dirty: DirtyLog = field(default_factory=DirtyLog)
     notes: list[str] = field(default_factory=list)
 
-    def category_id(self, name: str, where: str) -> int:
-        """Category id of a class name; an unknown name is an error naming ``where``."""
+    @property
+    def skipped(self) -> list[str]:
+        """One line per skipped entry (file, entry, reason)."""
+        return self.dirty.lines("skipped")
+
+    def category_id(self, name: str, where: str, image_id: int | None = None) -> int:
+        """Category id of a class name; a name differing only in case is folded (and reported).
+
+        An unknown name is an error naming ``where``: a typo or a foreign file, not a
+        benign defect.
+        """
         for c in self.categories:
             if c["name"] == name:
                 return c["id"]
+        folded = [c for c in self.categories if c["name"].casefold() == name.casefold()]
+        if len(folded) == 1:
+            canonical = folded[0]["name"]
+            self.dirty.add("class_case", where, f"class {name!r} folded into {canonical!r}",
+                           cls=canonical, image_id=image_id)
+            return folded[0]["id"]
         known = ", ".join(c["name"] for c in self.categories)
         raise DatasetError(f"{where}: unknown class name {name!r} (known: {known})")
 
 
-Importer = Callable[[Path], RawDataset]
+Importer = Callable[[Path, DirtyLog], RawDataset]
 
 # format name → "module:function" under xsyn.data.importers
 IMPORTERS: dict[str, str] = {
@@ -76,50 +100,103 @@ def get_importer(fmt: str) -> Importer:
     return getattr(module, func)
 
 
-def import_dataset(fmt: str, source: str | os.PathLike) -> RawDataset:
-    """Read the raw tree ``source`` of format ``fmt`` into memory."""
+def import_dataset(fmt: str, source: str | os.PathLike, strict: bool = False) -> RawDataset:
+    """Read the raw tree ``source`` of format ``fmt`` into memory.
+
+    When ``source`` holds none of the format's layouts but its one sub-folder does (the
+    wrapper folder an archive unpacks into: ``OPIXray_Dataset/``, ``pidray/``), that one
+    is read. ``strict``: the first dirty entry is an error instead of a reported skip/fix.
+    """
     source = Path(source)
     if not source.is_dir():
         raise DatasetError(f"{source}: dataset source folder not found")
-    return get_importer(fmt)(source.resolve())
+    importer = get_importer(fmt)
+    source = source.resolve()
+    try:
+        return importer(source, DirtyLog(strict))
+    except LayoutNotFound:
+        inner = [d for d in sorted(source.iterdir())
+                 if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX"]  # zip by-product
+        if len(inner) != 1:
+            raise
+        try:
+            raw = importer(inner[0], DirtyLog(strict))
+        except LayoutNotFound:
+            raise LayoutNotFound(f"{source}: neither it nor its one folder {inner[0].name}/ holds a "
+                                 f"{fmt} layout") from None
+        raw.notes.append(f"layout found in the wrapper folder {inner[0]}")
+        return raw
+
+
+def is_junk(path: Path) -> bool:
+    """macOS archive by-products (``._x.json``, ``._x.xml``) sit beside real files; never data."""
+    return path.name.startswith("._")
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 
 
 class ImageFinder:
-    """Resolve images named in annotations, tolerating a different image extension.
+    """Resolve images named in annotations, tolerating another extension or letter case.
 
     OPIXray/HiXray/SIXray annotations name ``x.jpg`` where the file may be ``x.tiff`` or
-    ``x.TIFF``; the one file with the same stem and an image suffix is taken (two such
-    files are ambiguous: an error naming both). Each folder is listed once, so resolving
-    N images costs O(N), not N directory scans.
+    ``x.TIFF`` (the official OPIXray/HiXray loaders try ``.TIFF``, ``.tiff`` and ``.jpg``
+    in turn): the one file with the same stem and an image suffix is taken (two such
+    files are ambiguous: an error naming both). A stem that matches only when case is
+    ignored (``p00001`` for ``P00001.jpg``) is taken too and reported as folded in
+    ``dirty``. Each folder is listed once, so resolving N images costs O(N).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dirty: DirtyLog | None = None) -> None:
         self._stems: dict[Path, dict[str, list[Path]]] = {}
+        self._dirty = dirty if dirty is not None else DirtyLog()
 
     def _index(self, folder: Path) -> dict[str, list[Path]]:
         if folder not in self._stems:
             index: dict[str, list[Path]] = {}
             if folder.is_dir():
                 for p in sorted(folder.iterdir()):
-                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not is_junk(p):
                         index.setdefault(p.stem, []).append(p)
             self._stems[folder] = index
         return self._stems[folder]
 
-    def __call__(self, folder: Path, name: str, where: str) -> Path:
+    def images(self, folder: Path) -> list[Path]:
+        """Every image file directly in ``folder``, sorted."""
+        return sorted(p for paths in self._index(folder).values() for p in paths)
+
+    def find(self, folder: Path, name: str, where: str, split: str | None = None,
+             image_id: int | None = None) -> Path | None:
+        """The file ``name`` stands for, or None when there is none.
+
+        ``split`` and ``image_id`` (the id the image will get) label a folded entry.
+        """
         path = folder / name
         if path.is_file():
             return path
-        candidates = self._index(path.parent).get(Path(name).stem, [])
+        index = self._index(path.parent)
+        stem = Path(name).stem
+        candidates = index.get(stem, [])
+        folded = False
+        if not candidates:
+            candidates = [p for s, paths in index.items() if s.casefold() == stem.casefold() for p in paths]
+            folded = bool(candidates)
         if len(candidates) > 1:
             found = ", ".join(p.name for p in candidates)
             raise DatasetError(f"{where}: image {name!r} is ambiguous in {folder}: {found}")
-        if candidates:
-            return candidates[0]
-        raise DatasetError(f"{where}: image {name!r} not found in {folder}")
+        if not candidates:
+            return None
+        if folded:
+            self._dirty.add("file_name_case", where, f"image {name!r} found as {candidates[0].name!r}",
+                            split=split, image_id=image_id)
+        return candidates[0]
+
+    def __call__(self, folder: Path, name: str, where: str, split: str | None = None,
+                 image_id: int | None = None) -> Path:
+        found = self.find(folder, name, where, split, image_id)
+        if found is None:
+            raise DatasetError(f"{where}: image {name!r} not found in {folder}")
+        return found
 
 
 def open_image(path: Path):
