@@ -123,6 +123,45 @@ def test_free_layout_reads_boxes_from_attention(generator):
         assert box[2] > 0 and box[3] > 0 and box[0] + box[2] <= SIZE
 
 
+def test_car_step_sees_sources_and_non_bom_images_side_by_side(generator):
+    """CAR is a step of its own after decoding: it receives the source scans, the decoded
+    non-BOM images and one map per box, explicitly (the attenuation cue needs all three)."""
+    from diffusers.utils import BaseOutput
+
+    pipe = XsynPipeline.from_pretrained(generator, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    seen = {}
+    refine = pipe.refine_boxes
+
+    def spy(generated, sources, maps, requested, seeds, car):
+        seen.update(generated=generated, sources=sources, maps=maps, requested=requested, seeds=seeds)
+        return refine(generated, sources, maps, requested, seeds, car)
+
+    pipe.refine_boxes = spy
+    cfg = _cfg()["synthesis"]
+    out = pipe(_layouts(), _images(), seeds=[5, 6], num_inference_steps=2, car=cfg["car"], bom=cfg["bom"],
+               return_non_bom=True, return_maps=True)
+    assert isinstance(out, BaseOutput)
+    for got, want in zip(seen["sources"], _images(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(seen["generated"], out.non_bom_images, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert [m.shape for m in seen["maps"]] == [(2, SIZE, SIZE), (1, SIZE, SIZE)]
+    assert seen["requested"] == [lay.boxes for lay in _layouts()] and seen["seeds"] == [5, 6]
+
+
+def test_check_inputs_names_the_problem(generator):
+    pipe = XsynPipeline.from_pretrained(generator, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match="1 seeds for 2 layouts"):
+        pipe(_layouts(), _images(), seeds=[5], num_inference_steps=1)
+    with pytest.raises(ValueError, match="need the real source images"):
+        pipe(_layouts(), None, num_inference_steps=1)
+    with pytest.raises(ValueError, match="source image 1: expected uint8 64×64×3"):
+        pipe(_layouts(), [_images()[0], _images()[1][:32]], num_inference_steps=1, resolution=SIZE)
+    assert pipe([], None).images == []
+
+
 def _run_cli(method, dataset, generator, out, shard=0, shards=2):
     return main(["synthesize", "--method", method, "--dataset", str(dataset), "--generator",
                  str(generator), "--shard", str(shard), "--shards", str(shards), "--out", str(out),
