@@ -179,7 +179,7 @@ def test_killed_during_finetune_resumes_to_the_same_result(finished, tmp_path):
     work = ws / "results/models/generator.work"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if work.exists() and any(work.rglob("ckpt-*.pt")):
+        if work.exists() and any((work / "checkpoints").glob("checkpoint-*")):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the workflow ended before a fine-tuning checkpoint appeared"
