@@ -17,6 +17,7 @@ from xsyn.generator.factory import build_tiny_components, save_generator
 from xsyn.synthesis import run as run_mod
 from xsyn.synthesis.layouts import Layout
 from xsyn.synthesis.pipeline import XsynPipeline
+from xsyn.synthesize import synthesize_shard
 
 SIZE = 64
 TINY = {"unet_channels": [16, 32], "layers_per_block": 1, "attention_head_dim": 8,
@@ -239,7 +240,7 @@ def test_methods_without_car(tmp_path, dataset, generator):
 def test_unknown_method_and_missing_generator(tmp_path, dataset):
     cfg = _cfg()
     with pytest.raises(ValueError, match="unknown synthesis method"):
-        run_mod.synthesize_shard(cfg, "nope", dataset, None, 0, 1, tmp_path / "x")
+        synthesize_shard(cfg, "nope", dataset, None, 0, 1, tmp_path / "x")
     with pytest.raises(ValueError, match="--generator"):
-        run_mod.synthesize_shard(cfg, "xsyn-a", dataset, None, 0, 1, tmp_path / "x")
+        synthesize_shard(cfg, "xsyn-a", dataset, None, 0, 1, tmp_path / "x")
     assert not Path(tmp_path / "x").exists()

@@ -115,6 +115,12 @@ def load_config(
     return cfg
 
 
+def config_from_args(args: Any) -> dict[str, Any]:
+    """A command's config from its ``--config`` profiles, ``--config-json`` fragments and
+    ``--set`` overrides (the arguments :func:`xsyn.cli.add_config_arguments` defines)."""
+    return load_config(args.config, args.set, args.config_json)
+
+
 def resolve_device(name: str) -> str:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
     if name != "auto":

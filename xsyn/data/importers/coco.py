@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xsyn.data.contract import DatasetError, check_relative_name, validate_coco
+from xsyn.data.contract import DatasetError, check_relative_name, is_subset_name, validate_coco
 from xsyn.data.importers import ORIGIN, RawDataset
 from xsyn.io import read_json
 
 AUX_FILE_KEYS = ("transmission_file",)  # image keys naming a file relative to the source root
-SUBSET_RE = re.compile(r".*train_p\d+$")
 
 
 @dataclass
@@ -73,7 +72,7 @@ def _image_root(source: Path, coco: dict[str, Any], split: str | None, stem: str
 def find_coco_files(source: Path) -> list[CocoFile]:
     """The annotation files of a generic COCO source, with their splits and image roots."""
     folder = source / "annotations" if (source / "annotations").is_dir() else source
-    paths = sorted(p for p in folder.glob("*.json") if not SUBSET_RE.match(p.stem))
+    paths = sorted(p for p in folder.glob("*.json") if not is_subset_name(p.stem))
     if not paths:
         raise DatasetError(f"{source}: no COCO annotation file (*.json) in {folder}")
     splits = [split_of(p.stem) for p in paths]
