@@ -73,3 +73,11 @@ def test_grids_need_no_ruleorder(clean_checkout):
     assert "ruleorder" not in text
     out = dry_run("--cores", "1", "results/grids/real.png", cwd=clean_checkout)
     assert out.returncode == 0 and "grid_real" in out.stdout and "grid_synthetic" not in out.stdout
+
+
+def test_unknown_method_is_rejected_at_start_up(clean_checkout):
+    bad = clean_checkout / "bad-method.yaml"
+    bad.write_text("synthesis:\n  methods: [xsyn-z]\n")
+    out = dry_run("--cores", "1", "--configfile", str(bad), cwd=clean_checkout)
+    assert out.returncode != 0
+    assert "xsyn-z" in out.stdout + out.stderr
