@@ -64,7 +64,7 @@ def make_workspace(dest: Path) -> Path:
     for rel in tracked_files():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, target)
+        shutil.copy2(REPO / rel, target, follow_symlinks=False)  # config/*.yaml stay links, as in a clone
     smoke = yaml.safe_load((dest / "config/smoke.yaml").read_text())
     (dest / "config/smoke.yaml").write_text(yaml.safe_dump(deep_merge(smoke, REDUCED), sort_keys=False))
     env = workflow_env(dest)
