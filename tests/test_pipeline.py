@@ -8,24 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dummies import RESOLUTION, TINY_GENERATOR, get_dummy_components
 from PIL import Image
 
 from xsyn.cli import main
 from xsyn.config import load_config
 from xsyn.data.contract import load_coco, save_coco
-from xsyn.generator.factory import build_tiny_components, save_generator
+from xsyn.generator.factory import save_generator
 from xsyn.synthesis import run as run_mod
 from xsyn.synthesis.layouts import Layout
 from xsyn.synthesis.pipeline import XsynPipeline
 from xsyn.synthesize import synthesize_shard
 
-SIZE = 64
-TINY = {"unet_channels": [16, 32], "layers_per_block": 1, "attention_head_dim": 8,
-        "cross_attention_dim": 32, "text_hidden_size": 32, "text_layers": 1, "text_heads": 2,
-        "vae_channels": [16, 32, 32], "latent_channels": 4}
+SIZE = RESOLUTION
 OVERRIDES = {
     "device": "cpu",
-    "generator": {"resolution": SIZE, "tiny": TINY},
+    "generator": {"resolution": SIZE, "tiny": TINY_GENERATOR},
     "synthesis": {"source_split": "train", "steps": 3, "batch_size": 2, "shards": 2,
                   "car": {"resolutions": [8]}, "bom": {"write_non_bom": True}},
 }
@@ -34,7 +32,7 @@ OVERRIDES = {
 @pytest.fixture(scope="module")
 def generator(tmp_path_factory):
     torch.manual_seed(0)
-    comp = build_tiny_components(TINY, SIZE, inpaint=True, seed=0)
+    comp = get_dummy_components(inpaint=True, seed=0)
     path = tmp_path_factory.mktemp("gen") / "generator"
     save_generator(comp, path)
     return path
