@@ -11,14 +11,18 @@ from snakemake.utils import min_version, validate
 
 min_version("8.0")
 
+import xsyn.config
 import xsyn.env
 
 xsyn.env.ensure_offline()
 
+# config/smoke.yaml and workflow/schemas/config.schema.yaml link to the package's own copies
+# (xsyn/profiles/, xsyn/schemas/): one file each, read by Snakemake and by an installed xsyn.
 configfile: "config/smoke.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+xsyn.config.validate(config, "workflow config")  # + the method names of xsyn.methods
 
 
 report: "workflow/report/workflow.rst"

@@ -35,13 +35,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from xsyn.cli import add_config_arguments, config_from_args
-from xsyn.config import REPO_ROOT
+from xsyn.cli import add_config_arguments
+from xsyn.config import config_from_args
 from xsyn.data.boxes import clip_xywh, iou_xywh
 from xsyn.data.contract import DatasetError, annotations_by_image, category_names, load_split
 from xsyn.detection.evaluate import coco_evaluate
 from xsyn.synthesis.car import refine_boxes
 from xsyn.synthesis.segmenters import make_segmenter
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def jitter_box(box, rng: np.random.Generator, shift: float, scale: tuple[float, float],
@@ -217,7 +219,7 @@ def main(argv=None) -> int:
     jit = car_cfg.get("benchmark_jitter", {})
     shift = args.shift if args.shift is not None else jit.get("shift", 0.2)
     scale = tuple(args.scale) if args.scale is not None else tuple(jit.get("scale", (0.7, 1.4)))
-    root = args.dataset or REPO_ROOT / "data" / cfg["dataset"]["name"]
+    root = args.dataset or REPO / "data" / cfg["dataset"]["name"]
     coco = load_split(root, args.split)
     by_image = annotations_by_image(coco)
     images = [img for img in coco["images"] if by_image[img["id"]]][: args.max_images]

@@ -24,7 +24,7 @@ from xsyn.generator.factory import (
     load_clip_tokenizer,
     sd_scheduler,
 )
-from xsyn.generator.finetune import LossModule, Stage, select_trainable
+from xsyn.generator.objective import Stage, TrainingObjective, select_trainable
 
 
 def sd14_components(resolution: int) -> GeneratorComponents:
@@ -85,7 +85,7 @@ def bench(model: str, resolution: int, batch: int, precision: str, steps: int, i
     comps.unet.to(device)
     for m in (comps.vae, comps.text_encoder):
         m.to(device, dtype=torch.float32 if from_scratch else dtype)
-    loss_module = LossModule(comps, stage, train_text=from_scratch)
+    loss_module = TrainingObjective(comps, stage, train_text=from_scratch)
     opt = torch.optim.AdamW(params, lr=1e-5)
     g = torch.Generator().manual_seed(0)
     latent = resolution // comps.vae_scale_factor

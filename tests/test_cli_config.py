@@ -80,3 +80,24 @@ def test_import_sets_offline_environment():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin"})
     assert out.stdout.split() == ["1", "1"], out.stderr
+
+
+def test_one_file_per_default():
+    """The workflow's profile and schema paths are links to the package's files, not copies."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    for link, target in (("config/smoke.yaml", "xsyn/profiles/smoke.yaml"),
+                         ("config/paper.yaml", "xsyn/profiles/paper.yaml"),
+                         ("workflow/schemas/config.schema.yaml", "xsyn/schemas/config.schema.yaml")):
+        assert (repo / link).is_symlink() and (repo / link).resolve() == (repo / target).resolve(), link
+
+
+def test_method_names_come_from_the_registry():
+    from xsyn.config import load_schema
+    from xsyn.methods import METHODS
+
+    enum = load_schema()["properties"]["synthesis"]["properties"]["methods"]["items"]["enum"]
+    assert enum == list(METHODS)
+    with pytest.raises(ConfigError, match=r"synthesis\.methods\.0: 'nope' is not one of"):
+        load_config(overrides=["synthesis.methods=[nope]"])

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from xsyn.data.contract import DatasetError, save_coco
-from xsyn.detection.mix import build_mix, parse_sources, read_classes, repeat_images
+from xsyn.detection.mix import build_mix, read_classes, repeat_images
+from xsyn.methods import parse_sources
 
 SIZE = 64
 CATEGORIES = [{"id": 3, "name": "Gun"}, {"id": 7, "name": "Knife"}]

@@ -26,12 +26,10 @@ from xsyn.generator.data import (
     random_crop,
 )
 from xsyn.generator.factory import build_tiny_components, load_generator
-from xsyn.generator.finetune import (
-    FineTuner,
-    LossModule,
-    SimulatedCrash,
+from xsyn.generator.finetune import FineTuner, StepInfo, finetune
+from xsyn.generator.objective import (
     Stage,
-    finetune,
+    TrainingObjective,
     is_grounding_param,
     plan_stages,
     select_trainable,
@@ -44,6 +42,20 @@ CLASSES = ["Gun", "Scissors", "Powerbank"]
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(1)
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised from a step callback to kill a run between two steps."""
+
+
+def crash_after(n: int):
+    """A step callback that kills the run once ``n`` optimizer steps are done (after their checkpoint)."""
+
+    def callback(info: StepInfo) -> None:
+        if info.global_step >= n:
+            raise SimulatedCrash(f"simulated crash after {info.global_step} steps")
+
+    return callback
 
 
 def make_dataset(root, n: int = 8, size: int = 64, seed: int = 0):
@@ -234,10 +246,56 @@ def test_mask_loss_weight_focuses_on_boxes(dataset):
     batch = make_batch(examples, [0, 1], torch.Generator().manual_seed(0), 8, 0.0, inpaint=True, latent_size=16)
     stage = Stage("i", 1, True, "unet")
     with torch.no_grad():
-        plain = float(LossModule(comps, stage, True, 1.0)(batch, torch.Generator().manual_seed(1)))
-        again = float(LossModule(comps, stage, True, 1.0)(batch, torch.Generator().manual_seed(1)))
-        heavy = float(LossModule(comps, stage, True, 50.0)(batch, torch.Generator().manual_seed(1)))
+        plain = float(TrainingObjective(comps, stage, True, 1.0)(batch, torch.Generator().manual_seed(1)))
+        again = float(TrainingObjective(comps, stage, True, 1.0)(batch, torch.Generator().manual_seed(1)))
+        heavy = float(TrainingObjective(comps, stage, True, 50.0)(batch, torch.Generator().manual_seed(1)))
     assert plain == again and heavy != plain
+
+
+def test_extra_loss_term_reads_attention_with_gradients(dataset):
+    """The objective's seam for an attention-alignment term: a term names attn2 layers,
+    reads their probabilities of the training forward (with gradients) and the batch's
+    boxes, and adds ``weight × value`` to the loss; the UNet's processors are restored."""
+    cfg = tiny_cfg()
+    comps = build_tiny_components(cfg["generator"]["tiny"], RES, inpaint=True)
+    select_trainable(comps, Stage("i", 1, True, "unet"), from_scratch=True, train_text=False)
+    examples, _ = load_examples(dataset, "train", RES)
+    batch = make_batch(examples, [0, 1], torch.Generator().manual_seed(0), 8, 0.0, inpaint=True, latent_size=16)
+    stage = Stage("i", 1, True, "unet")
+    modules = dict(comps.unet.named_modules())
+    layer = next(n for n in modules if n.endswith("attn2"))
+    before = type(modules[layer].processor)
+    seen = {}
+
+    class TokenMass:
+        name, weight, attention_layers = "token-mass", 0.5, (layer,)
+
+        def __call__(self, p):
+            probs = p.attention[layer]
+            seen.update(shape=tuple(probs.shape), boxes=tuple(p.batch["boxes"].shape))
+            return probs[..., 1].mean()
+
+    plain = TrainingObjective(comps, stage, False)(batch, torch.Generator().manual_seed(1))
+    term = TokenMass()
+    objective = TrainingObjective(comps, stage, False, terms=[term])
+    total = objective(batch, torch.Generator().manual_seed(1))
+    assert seen["shape"][0] == 2 and seen["shape"][-1] == 77 and seen["boxes"] == (2, 8, 4)
+    p = objective.denoise(batch, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(total, plain + 0.5 * term(p))
+    comps.unet.zero_grad(set_to_none=True)
+    term(p).backward()
+    assert modules[layer].to_k.weight.grad is not None and modules[layer].to_k.weight.grad.abs().sum() > 0
+    assert type(modules[layer].processor) is before
+
+
+def test_only_the_newest_checkpoints_are_kept(dataset, tmp_path):
+    from xsyn.generator.finetune import CHECKPOINTS_TOTAL_LIMIT
+
+    tuner = FineTuner(tiny_cfg(), dataset, tmp_path / "g", tmp_path / "w", step_callback=crash_after(5))
+    with pytest.raises(SimulatedCrash):
+        tuner.train()  # checkpoints after global steps 2 (vae done), 4 and 5 (generation done)
+    kept = [p.name for p in tuner.checkpoints()]
+    assert len(kept) == CHECKPOINTS_TOTAL_LIMIT == 2 and kept == ["checkpoint-4", "checkpoint-5"]
 
 
 # ------------------------------------------------------------------ trainable sets
@@ -283,7 +341,7 @@ def test_training_step_lowers_loss_on_fixed_batch(dataset, inpaint):
     comps.vae.register_to_config(scaling_factor=1.0)
     stage = Stage("s", 1, inpaint, "unet")
     params = [p for ps in select_trainable(comps, stage, True).values() for p in ps]
-    model = LossModule(comps, stage, train_text=True)
+    model = TrainingObjective(comps, stage, train_text=True)
     examples, _ = load_examples(dataset, "train", RES)
     batch = make_batch(examples, [0, 1, 2, 3], torch.Generator().manual_seed(0), 8, 0.0, inpaint=inpaint, latent_size=16)
     opt = torch.optim.AdamW(params, lr=1e-3)
@@ -311,7 +369,7 @@ def test_min_snr_weighting(dataset):
 
     def loss(gamma):
         with torch.no_grad():
-            return float(LossModule(comps, stage, False, snr_gamma=gamma)(batch, torch.Generator().manual_seed(1)))
+            return float(TrainingObjective(comps, stage, False, snr_gamma=gamma)(batch, torch.Generator().manual_seed(1)))
 
     assert loss(1e9) == pytest.approx(loss(None), rel=1e-6)
     assert loss(0.5) < loss(None)
@@ -355,7 +413,7 @@ def test_killed_run_resumes_to_identical_weights(dataset, tmp_path):
     # (mid-inpainting is step 7; crash at 6 leaves generation done, no inpainting checkpoint)
     for crash in (4, 7):
         with pytest.raises(SimulatedCrash):
-            finetune(copy.deepcopy(cfg), dataset, tmp_path / "run", tmp_path / "run.work", crash_after=crash)
+            finetune(copy.deepcopy(cfg), dataset, tmp_path / "run", tmp_path / "run.work", step_callback=crash_after(crash))
     assert not (tmp_path / "run").exists()
     resumed = finetune(copy.deepcopy(cfg), dataset, tmp_path / "run", tmp_path / "run.work")
     torch.testing.assert_close(flat_weights(resumed), flat_weights(ref), rtol=0, atol=0)
@@ -438,8 +496,8 @@ def test_inpainting_checkpoint_cannot_train_generation_stage(dataset, tmp_path):
 def test_changed_config_discards_checkpoints_and_success_clears_work_dir(dataset, tmp_path):
     work = tmp_path / "w"
     with pytest.raises(SimulatedCrash):
-        finetune(tiny_cfg(), dataset, tmp_path / "g", work, crash_after=4)
-    assert list((work / "checkpoints").glob("ckpt-*.pt"))
+        finetune(tiny_cfg(), dataset, tmp_path / "g", work, step_callback=crash_after(4))
+    assert list((work / "checkpoints").glob("checkpoint-*"))
     # Another learning rate: the old checkpoints must not be resumed as if they were this job's.
     changed = tiny_cfg(learning_rate=5e-4)
     fresh = finetune(copy.deepcopy(changed), dataset, tmp_path / "g", work)

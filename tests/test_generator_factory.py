@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from dummies import RESOLUTION, TINY_GENERATOR, get_dummy_components
 
 from xsyn.generator import (
     build_components,
@@ -18,18 +19,7 @@ from xsyn.generator import (
     widen_conv_in,
 )
 
-TINY = {
-    "unet_channels": [32, 64],
-    "layers_per_block": 1,
-    "attention_head_dim": 8,
-    "cross_attention_dim": 32,
-    "text_hidden_size": 32,
-    "text_layers": 1,
-    "text_heads": 2,
-    "vae_channels": [32, 64, 64],
-    "latent_channels": 4,
-}
-RES = 64
+RES = RESOLUTION
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +29,7 @@ def _threads():
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_tiny_components(TINY, RES, inpaint=False, seed=0)
+    return get_dummy_components(inpaint=False, seed=0)
 
 
 def gligen_inputs(comps, batch: int = 2, n: int = 3, seed: int = 0):
@@ -82,7 +72,7 @@ def test_tokenizer_matches_open_clip(text):
 def test_tiny_shapes_and_attention_resolutions(tiny):
     unet = tiny.unet
     assert unet.config.attention_type == "gated" and unet.config.in_channels == 4
-    assert unet.position_net.positive_len == TINY["cross_attention_dim"]
+    assert unet.position_net.positive_len == TINY_GENERATOR["cross_attention_dim"]
     # cross-attention must run at latent 16 and 8 (for RES 64 / VAE x4): record attn2 query sizes
     seen = set()
     hooks = [
@@ -104,13 +94,13 @@ def test_tiny_shapes_and_attention_resolutions(tiny):
 
 def test_tiny_rejects_mismatched_text_width():
     with pytest.raises(ValueError, match="text_hidden_size"):
-        build_tiny_components({**TINY, "text_hidden_size": 48}, RES)
+        build_tiny_components({**TINY_GENERATOR, "text_hidden_size": 48}, RES)
     with pytest.raises(ValueError, match="divisible"):
-        build_tiny_components(TINY, 60)
+        build_tiny_components(TINY_GENERATOR, 60)
 
 
 def test_widen_conv_in_preserves_output(tiny):
-    comps = build_tiny_components(TINY, RES, seed=1)
+    comps = get_dummy_components(seed=1)
     # make the gates active so the check covers the grounded path too
     with torch.no_grad():
         for m in comps.unet.modules():
@@ -129,7 +119,7 @@ def test_widen_conv_in_preserves_output(tiny):
 
 
 def test_save_load_identical(tiny, tmp_path):
-    comps = build_tiny_components(TINY, RES, inpaint=True, seed=2)
+    comps = get_dummy_components(inpaint=True, seed=2)
     save_generator(comps, tmp_path / "gen")
     index = json.loads((tmp_path / "gen" / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionGLIGENPipeline"
@@ -166,13 +156,13 @@ def test_diffusers_pipeline_loads_saved_folder(tiny, tmp_path):
 def test_v_prediction_travels_with_the_saved_scheduler(tmp_path):
     from diffusers import StableDiffusionGLIGENPipeline
 
-    comps = build_tiny_components({**TINY, "prediction_type": "v_prediction"}, RES, seed=0)
+    comps = get_dummy_components(seed=0, prediction_type="v_prediction")
     assert comps.scheduler.config.prediction_type == "v_prediction"
     save_generator(comps, tmp_path / "gen")
     assert load_generator(tmp_path / "gen").scheduler.config.prediction_type == "v_prediction"
     pipe = StableDiffusionGLIGENPipeline.from_pretrained(tmp_path / "gen", local_files_only=True)
     assert pipe.scheduler.config.prediction_type == "v_prediction"
-    assert build_tiny_components(TINY, RES).scheduler.config.prediction_type == "epsilon"
+    assert get_dummy_components().scheduler.config.prediction_type == "epsilon"
 
 
 def test_pretrained_path_pipeline_folder(tiny, tmp_path):

@@ -8,23 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dummies import RESOLUTION, TINY_GENERATOR, get_dummy_components
 from PIL import Image
 
 from xsyn.cli import main
 from xsyn.config import load_config
 from xsyn.data.contract import load_coco, save_coco
-from xsyn.generator.factory import build_tiny_components, save_generator
+from xsyn.generator.factory import save_generator
 from xsyn.synthesis import run as run_mod
 from xsyn.synthesis.layouts import Layout
 from xsyn.synthesis.pipeline import XsynPipeline
+from xsyn.synthesize import synthesize_shard
 
-SIZE = 64
-TINY = {"unet_channels": [16, 32], "layers_per_block": 1, "attention_head_dim": 8,
-        "cross_attention_dim": 32, "text_hidden_size": 32, "text_layers": 1, "text_heads": 2,
-        "vae_channels": [16, 32, 32], "latent_channels": 4}
+SIZE = RESOLUTION
 OVERRIDES = {
     "device": "cpu",
-    "generator": {"resolution": SIZE, "tiny": TINY},
+    "generator": {"resolution": SIZE, "tiny": TINY_GENERATOR},
     "synthesis": {"source_split": "train", "steps": 3, "batch_size": 2, "shards": 2,
                   "car": {"resolutions": [8]}, "bom": {"write_non_bom": True}},
 }
@@ -33,7 +32,7 @@ OVERRIDES = {
 @pytest.fixture(scope="module")
 def generator(tmp_path_factory):
     torch.manual_seed(0)
-    comp = build_tiny_components(TINY, SIZE, inpaint=True, seed=0)
+    comp = get_dummy_components(inpaint=True, seed=0)
     path = tmp_path_factory.mktemp("gen") / "generator"
     save_generator(comp, path)
     return path
@@ -123,6 +122,45 @@ def test_free_layout_reads_boxes_from_attention(generator):
         assert box[2] > 0 and box[3] > 0 and box[0] + box[2] <= SIZE
 
 
+def test_car_step_sees_sources_and_non_bom_images_side_by_side(generator):
+    """CAR is a step of its own after decoding: it receives the source scans, the decoded
+    non-BOM images and one map per box, explicitly (the attenuation cue needs all three)."""
+    from diffusers.utils import BaseOutput
+
+    pipe = XsynPipeline.from_pretrained(generator, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    seen = {}
+    refine = pipe.refine_boxes
+
+    def spy(generated, sources, maps, requested, seeds, car):
+        seen.update(generated=generated, sources=sources, maps=maps, requested=requested, seeds=seeds)
+        return refine(generated, sources, maps, requested, seeds, car)
+
+    pipe.refine_boxes = spy
+    cfg = _cfg()["synthesis"]
+    out = pipe(_layouts(), _images(), seeds=[5, 6], num_inference_steps=2, car=cfg["car"], bom=cfg["bom"],
+               return_non_bom=True, return_maps=True)
+    assert isinstance(out, BaseOutput)
+    for got, want in zip(seen["sources"], _images(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(seen["generated"], out.non_bom_images, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert [m.shape for m in seen["maps"]] == [(2, SIZE, SIZE), (1, SIZE, SIZE)]
+    assert seen["requested"] == [lay.boxes for lay in _layouts()] and seen["seeds"] == [5, 6]
+
+
+def test_check_inputs_names_the_problem(generator):
+    pipe = XsynPipeline.from_pretrained(generator, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match="1 seeds for 2 layouts"):
+        pipe(_layouts(), _images(), seeds=[5], num_inference_steps=1)
+    with pytest.raises(ValueError, match="need the real source images"):
+        pipe(_layouts(), None, num_inference_steps=1)
+    with pytest.raises(ValueError, match="source image 1: expected uint8 64×64×3"):
+        pipe(_layouts(), [_images()[0], _images()[1][:32]], num_inference_steps=1, resolution=SIZE)
+    assert pipe([], None).images == []
+
+
 def _run_cli(method, dataset, generator, out, shard=0, shards=2):
     return main(["synthesize", "--method", method, "--dataset", str(dataset), "--generator",
                  str(generator), "--shard", str(shard), "--shards", str(shards), "--out", str(out),
@@ -200,7 +238,7 @@ def test_methods_without_car(tmp_path, dataset, generator):
 def test_unknown_method_and_missing_generator(tmp_path, dataset):
     cfg = _cfg()
     with pytest.raises(ValueError, match="unknown synthesis method"):
-        run_mod.synthesize_shard(cfg, "nope", dataset, None, 0, 1, tmp_path / "x")
+        synthesize_shard(cfg, "nope", dataset, None, 0, 1, tmp_path / "x")
     with pytest.raises(ValueError, match="--generator"):
-        run_mod.synthesize_shard(cfg, "xsyn-a", dataset, None, 0, 1, tmp_path / "x")
+        synthesize_shard(cfg, "xsyn-a", dataset, None, 0, 1, tmp_path / "x")
     assert not Path(tmp_path / "x").exists()

@@ -28,7 +28,7 @@ from xsyn.baselines.foreground import ExtractionError, Foreground, extract_item
 from xsyn.config import load_config
 from xsyn.data.boxes import iou_xywh
 from xsyn.data.contract import load_coco, save_coco
-from xsyn.synthesis.shards import SHARD_ANNOTATIONS
+from xsyn.data.shards import SHARD_ANNOTATIONS
 
 SIZE = 64
 BAG_T = np.array([0.85, 0.9, 0.8])

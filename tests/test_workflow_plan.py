@@ -53,3 +53,31 @@ def test_invalid_config_is_rejected_at_start_up(clean_checkout):
     out = dry_run("--cores", "1", "--configfile", str(bad), cwd=clean_checkout)
     assert out.returncode != 0
     assert "alpha" in out.stdout + out.stderr
+
+
+def test_fractional_share_plans_end_to_end(clean_checkout):
+    """A 2.5 % share: prepared as train_p2.5, trained with --share 2.5, stored under p2.5."""
+    shares = clean_checkout / "shares.yaml"
+    shares.write_text("dataset:\n  subset_shares: [2.5, 10]\ndetection:\n  shares: [2.5]\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run([SNAKEMAKE, "-n", "-p", "--cores", "1", "--configfile", str(shares)],
+                         cwd=clean_checkout, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "--share 2.5 " in out.stdout and "/p2.5/s0.json" in out.stdout
+    assert "2.5, 10" in out.stdout or "[2.5, 10]" in out.stdout  # prepare is told to write the subset
+
+
+def test_grids_need_no_ruleorder(clean_checkout):
+    """wildcard_constraints (the registry's method names) keep grid_real and grid_synthetic apart."""
+    text = (clean_checkout / "workflow/rules/report.smk").read_text()
+    assert "ruleorder" not in text
+    out = dry_run("--cores", "1", "results/grids/real.png", cwd=clean_checkout)
+    assert out.returncode == 0 and "grid_real" in out.stdout and "grid_synthetic" not in out.stdout
+
+
+def test_unknown_method_is_rejected_at_start_up(clean_checkout):
+    bad = clean_checkout / "bad-method.yaml"
+    bad.write_text("synthesis:\n  methods: [xsyn-z]\n")
+    out = dry_run("--cores", "1", "--configfile", str(bad), cwd=clean_checkout)
+    assert out.returncode != 0
+    assert "xsyn-z" in out.stdout + out.stderr

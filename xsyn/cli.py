@@ -12,7 +12,7 @@ import importlib
 import sys
 
 import xsyn
-from xsyn.config import ConfigError, load_config
+from xsyn.config import ConfigError
 
 # name → (module, one-line purpose), in workflow order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,10 +45,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-json", action="append", default=[], metavar="JSON",
         help="a JSON fragment merged over the config (what Snakemake rules pass)",
     )
-
-
-def config_from_args(args: argparse.Namespace) -> dict:
-    return load_config(args.config, args.set, args.config_json)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -1,8 +1,16 @@
 """Configuration: one YAML, schema-validated, profiles layered over the smoke default.
 
-The smoke profile (``config/smoke.yaml``) holds every key with its default; other
-profiles (``config/paper.yaml``) and command-line overrides are deep-merged over it, in
-the same way Snakemake merges ``--configfile`` over the Snakefile's ``configfile``.
+The smoke profile holds every key with its default; other profiles (``paper``) and
+command-line overrides are deep-merged over it, in the same way Snakemake merges
+``--configfile`` over the Snakefile's ``configfile``.
+
+Where defaults live: the profiles and the schema are package data
+(``xsyn/profiles/*.yaml``, ``xsyn/schemas/config.schema.yaml``), read with
+:mod:`importlib.resources`, so an installed ``xsyn`` loads its own config wherever it
+runs. The workflow's ``config/smoke.yaml``, ``config/paper.yaml`` and
+``workflow/schemas/config.schema.yaml`` are links to these files, not copies. The names of
+the synthesis methods come from :data:`xsyn.methods.METHODS` (added to the schema here).
+``$XSYN_CONFIG_DIR`` points profile names at another folder.
 """
 
 from __future__ import annotations
@@ -11,14 +19,19 @@ import copy
 import json
 import os
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = Path(os.environ.get("XSYN_CONFIG_DIR", REPO_ROOT / "config"))
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+from xsyn.methods import METHODS
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+PROFILE_DIR: Traversable = resources.files("xsyn") / "profiles"
+SCHEMA_PATH: Traversable = resources.files("xsyn") / "schemas" / "config.schema.yaml"
 DEFAULT_PROFILE = "smoke"
 
 
@@ -37,10 +50,10 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
+def read_yaml(path: str | os.PathLike | Traversable) -> dict[str, Any]:
+    path = Path(path) if isinstance(path, str | os.PathLike) else path  # else: a package resource
     try:
-        with open(path) as f:
+        with path.open() as f:
             data = yaml.safe_load(f) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
@@ -51,12 +64,21 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def profile_path(name_or_path: str | os.PathLike) -> Path:
-    """``"paper"`` → ``config/paper.yaml``; a path is returned as is."""
+def profile_path(name_or_path: str | os.PathLike) -> Path | Traversable:
+    """``"paper"`` → the package's ``profiles/paper.yaml`` (or ``$XSYN_CONFIG_DIR/paper.yaml``);
+    a path is returned as is."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         return p
-    return CONFIG_DIR / f"{p}.yaml"
+    folder = os.environ.get("XSYN_CONFIG_DIR")
+    return Path(folder) / f"{p}.yaml" if folder else PROFILE_DIR / f"{p}.yaml"
+
+
+def load_schema() -> dict[str, Any]:
+    """The config schema, with the method registry's names as the enum of ``synthesis.methods``."""
+    schema = read_yaml(SCHEMA_PATH)
+    schema["properties"]["synthesis"]["properties"]["methods"]["items"]["enum"] = list(METHODS)
+    return schema
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -80,8 +102,7 @@ def validate(cfg: Mapping[str, Any], source: str = "config") -> None:
     """Validate against the JSON schema; the error names the offending key path."""
     import jsonschema
 
-    schema = read_yaml(SCHEMA_PATH)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
@@ -113,6 +134,12 @@ def load_config(
         set_key(cfg, keys, value)
     validate(cfg, " + ".join(sources))
     return cfg
+
+
+def config_from_args(args: Any) -> dict[str, Any]:
+    """A command's config from its ``--config`` profiles, ``--config-json`` fragments and
+    ``--set`` overrides (the arguments :func:`xsyn.cli.add_config_arguments` defines)."""
+    return load_config(args.config, args.set, args.config_json)
 
 
 def resolve_device(name: str) -> str:

@@ -1,9 +1,27 @@
-# Shared helpers of the rules: config fragments, the experiment matrix, paths.
+# Shared helpers of the rules: config fragments, the experiment matrix, paths, wildcards.
+# Names come from the package (one definition each): the synthesis methods and the
+# real-only source from xsyn.methods, the share spelling of the paths from xsyn.data.contract.
 
 import json
+import re
 from pathlib import Path
 
+from xsyn.data.contract import share_tag
+from xsyn.methods import METHODS, parse_sources
+
 DATASET = config["dataset"]["name"]
+
+
+wildcard_constraints:
+    dataset=r"[^/]+",
+    method="|".join(re.escape(m) for m in METHODS),
+    model=r"[^/]+",
+    source=r"[^/]+",
+    share=r"\d+(\.\d+)?",
+    seed=r"\d+",
+    index=r"\d+",
+    nshards=r"\d+",
+
 # Torch jobs take up to 8 cores each (Snakemake exports OMP_NUM_THREADS=threads to them).
 TORCH_THREADS = max(1, min(workflow.cores, 8))
 
@@ -29,14 +47,8 @@ def synthetic_methods():
     """Synthetic sets the matrix needs: the configured methods plus any used by a source."""
     needed = set(config["synthesis"]["methods"])
     for source in detection_sources():
-        if source != "none":
-            needed.update(source.split("+"))
+        needed.update(parse_sources(source))
     return sorted(needed)
-
-
-def share_tag(share):
-    share = float(share)
-    return f"{int(share):d}" if share.is_integer() else f"{share:g}"
 
 
 def metric_files():

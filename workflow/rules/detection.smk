@@ -2,9 +2,7 @@
 
 
 def synthetic_inputs(wildcards):
-    if wildcards.source == "none":
-        return []
-    return [f"data/synthetic/{wildcards.dataset}/{s}" for s in wildcards.source.split("+")]
+    return [f"data/synthetic/{wildcards.dataset}/{s}" for s in parse_sources(wildcards.source)]
 
 
 def model_file(wildcards):

@@ -1,4 +1,5 @@
-# Tables, plots and picture grids; everything marked report() lands in `snakemake --report`.
+# Tables, plots and picture grids; everything marked report() lands in `snakemake --report`,
+# each with a caption (workflow/report/*.rst) that says what it shows and where it comes from.
 
 
 rule aggregate:
@@ -6,12 +7,17 @@ rule aggregate:
         metric_files(),
     output:
         metrics="results/metrics.json",
-        table=report("results/tables/main.md", category="Results", labels={"table": "main"}),
+        table=report("results/tables/main.md", caption="../report/main_table.rst",
+                     category="Results", labels={"table": "main"}),
         csv="results/tables/main.csv",
-        per_class=report("results/tables/per_class.md", category="Results", labels={"table": "per class"}),
-        map_plot=report("results/plots/map_vs_share.png", category="Plots", labels={"plot": "mAP vs share"}),
-        class_plot=report("results/plots/per_class_ap.png", category="Plots", labels={"plot": "per-class AP"}),
-        pr_plot=report("results/plots/pr_curves.png", category="Plots", labels={"plot": "PR curves"}),
+        per_class=report("results/tables/per_class.md", caption="../report/per_class_table.rst",
+                         category="Results", labels={"table": "per class"}),
+        map_plot=report("results/plots/map_vs_share.png", caption="../report/map_vs_share.rst",
+                        category="Plots", labels={"plot": "mAP vs share"}),
+        class_plot=report("results/plots/per_class_ap.png", caption="../report/per_class_ap.rst",
+                          category="Plots", labels={"plot": "per-class AP"}),
+        pr_plot=report("results/plots/pr_curves.png", caption="../report/pr_curves.rst",
+                       category="Plots", labels={"plot": "PR curves"}),
     log:
         "results/logs/aggregate.log",
     shell:
@@ -22,33 +28,39 @@ rule grid_real:
     input:
         f"data/{DATASET}",
     output:
-        report("results/grids/real.png", category="Samples", labels={"source": "real"}),
+        report("results/grids/real.png", caption="../report/grid_real.rst", category="Samples",
+               labels={"source": "real"}),
     params:
         n=config["report"]["grid_images"],
+    log:
+        "results/logs/grids/real.log",
     shell:
         "xsyn show --annotations {input}/annotations/test.json --images {input}/images "
-        "--n {params.n} --out {output}"
+        "--n {params.n} --out {output} 2> {log}"
 
 
 rule grid_synthetic:
     input:
         f"data/synthetic/{DATASET}/{{method}}",
     output:
-        report("results/grids/{method}.png", category="Samples", labels={"source": "{method}"}),
+        report("results/grids/{method}.png", caption="../report/grid_synthetic.rst",
+               category="Samples", labels={"source": "{method}"}),
     params:
         n=config["report"]["grid_images"],
+    log:
+        "results/logs/grids/{method}.log",
     shell:
         "xsyn show --annotations {input}/annotations.json --images {input}/images "
-        "--n {params.n} --out {output}"
-
-
-ruleorder: grid_real > grid_synthetic
+        "--n {params.n} --out {output} 2> {log}"
 
 
 rule config_snapshot:
     output:
-        report("results/config.yaml", category="Configuration", labels={"file": "config"}),
+        report("results/config.yaml", caption="../report/config.rst", category="Configuration",
+               labels={"file": "config"}),
     params:
         cfg=lambda w: json.dumps(config, sort_keys=True),
+    log:
+        "results/logs/config_snapshot.log",
     shell:
-        "xsyn config --config-json {params.cfg:q} > {output}.tmp && mv {output}.tmp {output}"
+        "xsyn config --config-json {params.cfg:q} > {output}.tmp 2> {log} && mv {output}.tmp {output}"

@@ -14,7 +14,7 @@ def shard_dirs(wildcards):
 
 
 def generator_input(wildcards):
-    return [] if wildcards.method == "tip" else ["results/models/generator"]
+    return ["results/models/generator"] if METHODS[wildcards.method].generator else []
 
 
 rule synthesize_shard:
@@ -28,7 +28,7 @@ rule synthesize_shard:
         cfg=cfg_json("device", "synthesis", "tip"),
         generator=lambda w, input: f"--generator {input.generator[0]}" if input.generator else "",
     resources:
-        gpu=lambda w: 0 if w.method == "tip" else 1,
+        gpu=lambda w: 1 if METHODS[w.method].generator else 0,
     log:
         "results/logs/synthesize/{dataset}/{method}/{index}-of-{nshards}.log",
     shell:

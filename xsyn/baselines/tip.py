@@ -21,7 +21,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
@@ -39,10 +38,9 @@ from xsyn.baselines.foreground import (
     extract_item,
 )
 from xsyn.data.boxes import iou_xywh
-from xsyn.data.contract import category_names, load_coco, load_split, phrase_for
+from xsyn.data.contract import category_names, load_split, phrase_for
+from xsyn.data.shards import ShardWriter, shard_slice
 from xsyn.io import write_json
-from xsyn.report.grid import GridItem
-from xsyn.synthesis.shards import SHARD_ANNOTATIONS, ShardWriter, shard_slice
 
 METHOD = "tip"
 SUMMARY_FILE = "tip_summary.json"
@@ -421,28 +419,3 @@ def extraction_report(cfg: dict[str, Any], dataset_root: Path, split: str) -> di
     return {"split": split, "items": len(coco["annotations"]), "transmission": codec.name,
             **DonorBank(coco, codec).extract_all()}
 
-
-def preview(
-    shard_dir: Path, dataset_root: Path, split: str, count: int = 8
-) -> list[GridItem]:
-    """Grid tiles: each real source scan beside its TIP scan, labels drawn, for ``docs/``."""
-    shard_dir, dataset_root = Path(shard_dir), Path(dataset_root)
-    synth = load_coco(shard_dir / SHARD_ANNOTATIONS)
-    real = load_split(dataset_root, split)
-    names = category_names(synth)
-    real_images = {im["id"]: im for im in real["images"]}
-    tiles: list[GridItem] = []
-    for image in synth["images"][:count]:
-        prov = image["xsyn"]
-        src = real_images[prov["source_image_id"]]
-        real_boxes = [(a["bbox"], names[a["category_id"]]) for a in real["annotations"]
-                      if a["image_id"] == src["id"]]
-        anns = [a for a in synth["annotations"] if a["image_id"] == image["id"]]
-        with Image.open(dataset_root / "images" / src["file_name"]) as im:
-            tiles.append(GridItem(im.convert("RGB"), real_boxes, title=f"real #{src['id']}"))
-        with Image.open(shard_dir / "images" / image["file_name"]) as im:
-            pasted = [(a["bbox"], names[a["category_id"]]) for a in anns if "requested_bbox" in a]
-            kept = [(a["bbox"], names[a["category_id"]]) for a in anns if "requested_bbox" not in a]
-            tiles.append(GridItem(im.convert("RGB"), pasted, dashed=kept,
-                                  title=f"TIP ({prov['transmission']}) + #{prov['donor_annotation_id']}"))
-    return tiles

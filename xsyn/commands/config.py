@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xsyn.cli import config_from_args
+    from xsyn.config import config_from_args
 
     cfg = config_from_args(args)
     if not args.quiet:

@@ -26,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xsyn.cli import config_from_args
-    from xsyn.config import resolve_device
+    from xsyn.config import config_from_args, resolve_device
     from xsyn.detection.evaluate import evaluate_weights
 
     cfg = config_from_args(args)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from xsyn.cli import config_from_args
+    from xsyn.config import config_from_args
     from xsyn.generator.finetune import BudgetExceeded, finetune
     from xsyn.generator.samples import write_sample_grid
 

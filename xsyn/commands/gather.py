@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xsyn.synthesis.shards import gather
+    from xsyn.data.shards import gather
 
     merged = gather(args.shards, args.out)
     print(f"{args.out}: {len(merged['images'])} images, {len(merged['annotations'])} boxes "

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xsyn.cli import config_from_args
+    from xsyn.config import config_from_args
     from xsyn.data.phantom import generate, params_from_config
 
     cfg = config_from_args(args)["phantom"]

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xsyn.cli import config_from_args
+    from xsyn.config import config_from_args
     from xsyn.data.prepare import PrepareOptions, format_summary, prepare_dataset
 
     ds = config_from_args(args)["dataset"]

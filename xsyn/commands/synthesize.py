@@ -6,8 +6,8 @@ Example::
         --shard 0 --shards 2 --out data/synthetic-shards/phantom/xsyn-a/shard-000-of-002
 
 Writes OUT atomically (``annotations.json`` + ``images/``; with ``synthesis.bom.write_non_bom``
-also ``images/non_bom/``). A complete OUT is left as is (resume). Methods: xsyn-a, xsyn-m,
-gligen-plain (Xsyn-A layout, no CAR, no BOM), xsyn-a-nocar, xsyn-a-nobom, free, tip.
+also ``images/non_bom/``). A complete OUT is left as is (resume). The methods are those of
+:data:`xsyn.methods.METHODS` (``xsyn synthesize --help`` lists them).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from xsyn.synthesis.run import ALL_METHODS
+    from xsyn.methods import METHODS, describe_methods
 
-    parser.add_argument("--method", required=True, choices=ALL_METHODS, help="synthetic-set recipe")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "methods:\n" + "\n".join("  " + line for line in describe_methods().splitlines())
+    parser.add_argument("--method", required=True, choices=list(METHODS), help="synthetic-set recipe (see below)")
     parser.add_argument("--dataset", required=True, help="prepared real dataset folder, e.g. data/phantom")
     parser.add_argument("--generator", default=None,
                         help="generator folder (diffusers GLIGEN pipeline); not needed for tip")
@@ -29,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xsyn.cli import config_from_args
-    from xsyn.synthesis.run import synthesize_shard
+    from xsyn.config import config_from_args
+    from xsyn.synthesize import synthesize_shard
 
     cfg = config_from_args(args)
     summary = synthesize_shard(cfg, args.method, args.dataset, args.generator, args.shard,

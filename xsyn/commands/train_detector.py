@@ -32,10 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xsyn.cli import config_from_args
-    from xsyn.config import resolve_device
-    from xsyn.detection.mix import parse_sources
+    from xsyn.config import config_from_args, resolve_device
     from xsyn.detection.train import train_detector
+    from xsyn.methods import parse_sources
 
     cfg = config_from_args(args)
     dataset = Path(args.dataset)

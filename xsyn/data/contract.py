@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,9 +34,27 @@ class DatasetError(ValueError):
     """Bad input: the message names the file and the entry at fault."""
 
 
-def subset_name(share_percent: int) -> str:
-    """``5`` → ``train_p05`` (the file stem of a nested low-data subset)."""
-    return f"train_p{int(share_percent):02d}"
+def share_tag(share: float) -> str:
+    """A share of the real training data (percent) as paths and tables write it:
+    ``10`` → ``"10"``, ``2.5`` → ``"2.5"`` (results/…/p10/, the ``real data (%)`` column)."""
+    share = float(share)
+    return f"{int(share):d}" if share.is_integer() else f"{share:g}"
+
+
+def subset_name(share: float) -> str:
+    """``5`` → ``train_p05``, ``2.5`` → ``train_p2.5``: the file stem of a nested low-data subset."""
+    share = float(share)
+    return f"train_p{int(share):02d}" if share.is_integer() else f"train_p{share:g}"
+
+
+def train_split(share: float) -> str:
+    """The training split holding ``share`` % of the real training data (100 → ``train``)."""
+    return "train" if float(share) == 100 else subset_name(share)
+
+
+def is_subset_name(stem: str) -> bool:
+    """Whether a file stem names a low-data subset (``…train_p05``, ``…train_p2.5``)."""
+    return re.search(r"train_p\d+(\.\d+)?$", stem) is not None
 
 
 def annotation_path(root: str | os.PathLike, split: str) -> Path:

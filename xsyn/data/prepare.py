@@ -47,8 +47,7 @@ from xsyn.data.contract import (
 )
 from xsyn.data.dirty import ACTIONS
 from xsyn.data.importers import ORIGIN, RawDataset, import_dataset, open_image
-from xsyn.data.yolo import place_file
-from xsyn.io import atomic_dir, write_json
+from xsyn.io import atomic_dir, link_or_copy, write_json
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 REPORT_NAME = "prepare_report.json"
@@ -184,7 +183,7 @@ def assign_splits(raw: RawDataset, opts: PrepareOptions) -> dict[str, list[int]]
     order = stratified_order(splits["train"], classes_of, seed + 2)
     for share in opts.subset_shares:
         k = max(1, round(share / 100 * len(order)))
-        splits[subset_name(share) if float(share).is_integer() else f"train_p{share:g}"] = sorted(order[:k])
+        splits[subset_name(share)] = sorted(order[:k])
     return {name: sorted(splits[name]) for name in sorted(splits, key=split_order)}
 
 
@@ -261,7 +260,7 @@ def check_and_place(img: dict[str, Any], src: Path, dst: Path, link: bool) -> st
         )
     if how:
         return how
-    place_file(src, dst, link)
+    link_or_copy(src, dst, link)
     return "linked" if link and dst.stat().st_ino == src.stat().st_ino else "copied"
 
 
@@ -279,7 +278,7 @@ def place_images(raw: RawDataset, root: Path, opts: PrepareOptions) -> Counter:
     for rel, src in raw.aux_files.items():
         dst = root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        place_file(src, dst, opts.link_images)
+        link_or_copy(src, dst, opts.link_images)
         counts["aux files"] += 1
     return counts
 

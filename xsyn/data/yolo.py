@@ -12,7 +12,6 @@ most ``ROUND_PX`` decimals, which covers every pixel-integer or 0.01-px source f
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import yaml
 from xsyn.data.boxes import xywh_to_yolo, yolo_to_xywh
 from xsyn.data.contract import DatasetError, check_relative_name
 from xsyn.data.importers import open_image
+from xsyn.io import link_or_copy
 
 DECIMALS = 12
 ROUND_PX = 6
@@ -45,19 +45,6 @@ def yolo_names(coco: Mapping[str, Any], class_index: Mapping[int, int] | None = 
 def flat_name(file_name: str, prefix: str = "") -> str:
     """``"sub/dir/a.png"`` → ``prefix + "sub__dir__a.png"`` (one folder level for ultralytics)."""
     return prefix + file_name.replace("\\", "/").replace("/", "__")
-
-
-def place_file(src: Path, dst: Path, link: bool) -> None:
-    """Hard-link ``src`` to ``dst`` (copy when linking is off or impossible, e.g. across devices)."""
-    if dst.exists() or dst.is_symlink():
-        dst.unlink()
-    if link:
-        try:
-            os.link(src, dst)
-            return
-        except OSError:
-            pass
-    shutil.copyfile(src, dst)
 
 
 def label_lines(
@@ -119,7 +106,7 @@ def write_yolo_split(
             raise DatasetError(f"{entry}: image file {src} not found")
         lines = label_lines(by_image[img["id"]], img["width"], img["height"], class_index, entry)
         dst = out_dir / "images" / dst_name
-        place_file(src, dst, link)
+        link_or_copy(src, dst, link)
         (out_dir / "labels" / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
         written.append(dst)
     return written

@@ -22,38 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from xsyn.data.boxes import clip_xywh
-from xsyn.data.contract import DatasetError, annotation_path, load_coco, load_split, subset_name
+from xsyn.data.contract import DatasetError, annotation_path, load_coco, load_split, train_split
 from xsyn.data.yolo import default_class_index, write_data_yaml, write_yolo_split, yolo_names
 from xsyn.io import read_json, write_json
 
-NO_SOURCE = "none"
-
-
-def parse_sources(spec: str) -> list[str]:
-    """``"none"`` → ``[]``; ``"xsyn-a+tip"`` → ``["xsyn-a", "tip"]``."""
-    parts = [s.strip() for s in spec.split("+") if s.strip()]
-    if not parts:
-        raise ValueError(f"--source {spec!r}: empty source list (use 'none' for real only)")
-    if NO_SOURCE in parts:
-        if len(parts) > 1:
-            raise ValueError(f"--source {spec!r}: 'none' cannot be combined with other sources")
-        return []
-    if len(set(parts)) != len(parts):
-        raise ValueError(f"--source {spec!r}: a source is listed twice")
-    return parts
-
-
-def real_split_name(share: float) -> str:
-    """Share of real training data (percent) → annotation file stem."""
-    if share == 100:
-        return "train"
-    if share != int(share):
-        raise ValueError(f"share {share}: only integer percentages have a subset file")
-    return subset_name(int(share))
-
 
 def load_real_train(dataset: str | os.PathLike, share: float) -> dict[str, Any]:
-    split = real_split_name(share)
+    split = train_split(share)
     path = annotation_path(dataset, split)
     if not path.is_file():
         raise DatasetError(f"{path}: no training subset for share {share:g}% (run `xsyn prepare` with this share)")

@@ -17,6 +17,7 @@ import torch
 from xsyn.data.contract import caption_for, phrase_for
 from xsyn.generator.data import Example, make_batch
 from xsyn.generator.factory import GeneratorComponents
+from xsyn.generator.objective import Stage, TrainingObjective
 
 BOX_ONLY_WEIGHT = 1e6  # mask_loss_weight that leaves (almost) only the repainted boxes in the loss
 
@@ -46,14 +47,12 @@ def conditioning_ratio(
     """Box loss with swapped classes / box loss with the true ones, over ``repeats`` draws of
     masks, noise and timesteps (the same draws for both). Needs an inpainting UNet whose
     ``sample_size`` is the examples' latent side (``build_components`` records it)."""
-    from xsyn.generator.finetune import LossModule, Stage
-
     if not comps.is_inpainting:
         raise ValueError("conditioning_ratio needs an inpainting generator (9-channel conv_in)")
     if len(classes) < 2:
         raise ValueError("conditioning_ratio needs at least two classes")
     latent = comps.unet.config.sample_size
-    loss = LossModule(comps, Stage("probe", 1, True, "unet"), False, BOX_ONLY_WEIGHT).eval()
+    loss = TrainingObjective(comps, Stage("probe", 1, True, "unet"), False, BOX_ONLY_WEIGHT).eval()
     rng = random.Random(seed)
     true_sum = swapped_sum = 0.0
     idx = list(range(len(examples)))

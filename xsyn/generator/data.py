@@ -142,6 +142,79 @@ def crop_boxes(boxes: torch.Tensor, offset: tuple[int, int], size: int, window: 
     return inside, kept & (full > 0)
 
 
+@dataclass
+class _Sample:
+    """One example as a batch row (see :func:`make_batch` for the fields' meaning)."""
+
+    pixels: torch.Tensor
+    boxes: torch.Tensor            # (max_boxes, 4), zero-padded
+    valid: torch.Tensor            # (max_boxes,) grounded boxes
+    phrases: list[str]             # max_boxes phrases, "" where not grounded
+    caption: str
+    flipped: bool
+    mask: torch.Tensor | None      # (1, h, w) inpainting mask
+    offset: tuple[int, int] | None  # item window's latent (x, y)
+
+
+def _crop_to_item(
+    ex: Example, img: torch.Tensor, b: torch.Tensor, names: list[str], caption: str, chosen: torch.Tensor,
+    latent_size: int, crop: int, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, list[str], str, tuple[int, int]]:
+    """Cut the square window around one random item: the item is masked, other whole items
+    in the window may be; boxes, phrases, caption and ``chosen`` then describe the window."""
+    n = len(b)
+    anchor = int(torch.randint(n, (1,), generator=generator)) if n else None
+    off = item_window(b, anchor, latent_size, crop, generator)
+    factor = img.shape[-1] // latent_size
+    img = img[:, off[1] * factor : (off[1] + crop) * factor, off[0] * factor : (off[0] + crop) * factor]
+    b, kept = crop_boxes(b, off, latent_size, crop)
+    if anchor is not None:
+        kept[anchor] = True
+    order = [int(i) for i in torch.nonzero(kept).flatten()]
+    pick = torch.rand(n, generator=generator) < 0.5
+    if anchor is not None:
+        pick[anchor] = True
+    b, names = b[order], [names[i] for i in order]
+    chosen[:] = False
+    chosen[: len(order)] = pick[order]
+    if ex.classes is not None:
+        caption = caption_for(ex.classes[i] for i in order)
+    return img, b, names, caption, off
+
+
+def _sample(
+    ex: Example, generator: torch.Generator, max_boxes: int, caption_drop_prob: float,
+    grounding_drop_prob: float, flip: bool, inpaint: bool, latent_size: int | None, crop: int,
+) -> _Sample:
+    """One example's row, every random choice drawn from ``generator`` in a fixed order."""
+    r = torch.rand(4, generator=generator)
+    img = torch.from_numpy(ex.pixels).permute(2, 0, 1).float() / 127.5 - 1.0
+    b = torch.from_numpy(ex.boxes[:max_boxes]).clone()
+    flipped = bool(flip and r[0] < 0.5)
+    if flipped:
+        img = img.flip(-1)
+        b[:, [0, 2]] = 1.0 - b[:, [2, 0]]
+    names, caption, offset = list(ex.phrases), ex.caption, None
+    chosen = torch.zeros(max_boxes, dtype=torch.bool)
+    chosen[: len(b)] = True
+    if inpaint and crop:
+        img, b, names, caption, offset = _crop_to_item(ex, img, b, names, caption, chosen, latent_size, crop,
+                                                       generator)
+    elif inpaint and len(b):
+        pick = torch.rand(len(b), generator=generator) < 0.5
+        pick[torch.randint(len(b), (1,), generator=generator)] = True
+        chosen[: len(b)] = pick
+    n = len(b)
+    # grounding drop trains the null tokens the pipeline's unconditional branch uses
+    valid = chosen & ~(r[1] < grounding_drop_prob)
+    padded = torch.zeros(max_boxes, 4)
+    padded[:n] = b
+    phrases = [names[i] if i < n and valid[i] else "" for i in range(max_boxes)]
+    mask = inpaint_mask(padded, chosen, crop or latent_size) if inpaint else None
+    return _Sample(img, padded, valid, phrases, "" if r[2] < caption_drop_prob else caption, flipped, mask,
+                   offset)
+
+
 def make_batch(
     examples: list[Example],
     indices: list[int],
@@ -170,68 +243,20 @@ def make_batch(
     """
     if inpaint and latent_size is None:
         raise ValueError("make_batch: inpaint needs latent_size")
-    pix, boxes, box_mask, phrases, captions, masks, flips = [], [], [], [], [], [], []
-    offsets: list[tuple[int, int]] = []
-    for idx in indices:
-        ex = examples[idx]
-        r = torch.rand(4, generator=generator)
-        img = torch.from_numpy(ex.pixels).permute(2, 0, 1).float() / 127.5 - 1.0
-        b = torch.from_numpy(ex.boxes[:max_boxes]).clone()
-        flipped = bool(flip and r[0] < 0.5)
-        flips.append(flipped)
-        if flipped:
-            img = img.flip(-1)
-            b[:, [0, 2]] = 1.0 - b[:, [2, 0]]
-        n = len(b)
-        names = list(ex.phrases)
-        caption = ex.caption
-        chosen = torch.zeros(max_boxes, dtype=torch.bool)
-        chosen[:n] = True
-        if inpaint and crop:
-            anchor = int(torch.randint(n, (1,), generator=generator)) if n else None
-            off = item_window(b, anchor, latent_size, crop, generator)
-            offsets.append(off)
-            factor = img.shape[-1] // latent_size
-            img = img[:, off[1] * factor : (off[1] + crop) * factor, off[0] * factor : (off[0] + crop) * factor]
-            b, kept = crop_boxes(b, off, latent_size, crop)
-            if anchor is not None:
-                kept[anchor] = True
-            order = [int(i) for i in torch.nonzero(kept).flatten()]
-            pick = torch.rand(n, generator=generator) < 0.5
-            if anchor is not None:
-                pick[anchor] = True
-            b, names = b[order], [names[i] for i in order]
-            n = len(order)
-            chosen[:] = False
-            chosen[:n] = pick[order]
-            if ex.classes is not None:
-                caption = caption_for(ex.classes[i] for i in order)
-        elif inpaint and n:
-            pick = torch.rand(n, generator=generator) < 0.5
-            pick[torch.randint(n, (1,), generator=generator)] = True
-            chosen[:n] = pick
-        # grounding drop trains the null tokens the pipeline's unconditional branch uses
-        valid = chosen & ~(r[1] < grounding_drop_prob)
-        padded = torch.zeros(max_boxes, 4)
-        padded[:n] = b
-        pix.append(img)
-        boxes.append(padded)
-        box_mask.append(valid)
-        phrases.extend(names[i] if i < n and valid[i] else "" for i in range(max_boxes))
-        captions.append("" if r[2] < caption_drop_prob else caption)
-        if inpaint:
-            masks.append(inpaint_mask(padded, chosen, crop or latent_size))
+    rows = [_sample(examples[i], generator, max_boxes, caption_drop_prob, grounding_drop_prob, flip, inpaint,
+                    latent_size, crop) for i in indices]
     out = {
-        "pixel_values": torch.stack(pix),
-        "boxes": torch.stack(boxes),
-        "box_mask": torch.stack(box_mask).float(),
-        "phrases": phrases,
-        "captions": captions,
+        "pixel_values": torch.stack([r.pixels for r in rows]),
+        "boxes": torch.stack([r.boxes for r in rows]),
+        "box_mask": torch.stack([r.valid for r in rows]).float(),
+        "phrases": [p for r in rows for p in r.phrases],
+        "captions": [r.caption for r in rows],
         "indices": list(indices),
-        "flipped": torch.tensor(flips),
+        "flipped": torch.tensor([r.flipped for r in rows]),
     }
     if inpaint:
-        out["inpaint_mask"] = torch.stack(masks)
+        out["inpaint_mask"] = torch.stack([r.mask for r in rows])
+    offsets = [r.offset for r in rows if r.offset is not None]
     if offsets:
         out["crop_offsets"] = torch.tensor(offsets)
         out["crop"] = crop

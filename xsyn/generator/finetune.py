@@ -1,15 +1,20 @@
 """Fine-tuning of the GLIGEN generator: (tiny: VAE pre-training), generation, then inpainting.
 
-What is trained follows the authors (DESIGN §2): for pretrained weights only the gated
-fuser layers, the position net and (inpainting) ``conv_in``; a tiny model has no
-pretrained weights, so its whole UNet and text encoder learn from scratch, after a short
-VAE reconstruction stage. Between the stages ``conv_in`` grows 4 → 9 channels with zero
-weights on the new ones, so the inpainting stage starts from the generation model.
+What each stage trains and on which loss lives in :mod:`xsyn.generator.objective`; this
+module runs the stages the way diffusers' training examples do (``train_text_to_image.py``):
+one linear loop per stage (batch → loss → ``accelerator.backward`` → clip → optimizer and
+LR-schedule step → EMA → log → checkpoint), ``accelerator.save_state`` every
+``finetune.checkpoint_every`` steps into ``work_dir/checkpoints/checkpoint-<global step>``
+(the newest :data:`CHECKPOINTS_TOTAL_LIMIT` kept) and ``accelerator.load_state`` to resume.
+Between the stages ``conv_in`` grows 4 → 9 channels with zero weights on the new ones, so
+the inpainting stage starts from the generation model.
 
 Resumability: every random draw of a step (batch order, flips, caption drop, masks,
 noise, timesteps) comes from a generator seeded by (seed, stage, step, micro-batch,
-process), and checkpoints hold model, optimizer, LR-schedule and EMA state, so a run
-killed and resumed ends with the same weights as one that never stopped.
+process), and a checkpoint holds the changed weights, optimizer, LR-schedule, EMA and RNG
+states and the loss log, so a run killed and resumed ends with the same weights as one
+that never stopped. A ``step_callback`` sees every finished step (tests interrupt runs
+with it).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import csv
 import hashlib
 import json
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -28,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from xsyn.generator.data import Example, batch_indices, load_examples, make_batch, random_crop
@@ -40,15 +44,20 @@ from xsyn.generator.factory import (
     widen_conv_in,
     write_generator,
 )
-from xsyn.io import atomic_dir, atomic_path, write_json
+from xsyn.generator.objective import (
+    Stage,
+    TrainingObjective,
+    is_grounding_param,
+    plan_stages,
+    select_trainable,
+)
+from xsyn.io import atomic_dir, atomic_path, read_json, write_json
 
-CRASH_ENV = "XSYN_FINETUNE_CRASH_AFTER"  # test hook: raise after this many optimizer steps
-KEEP_CHECKPOINTS = 2
-VAE_KL_WEIGHT = 1e-6  # SD's KL weight: a nearly deterministic autoencoder
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised by the test hook to kill a run between two steps."""
+CHECKPOINTS_TOTAL_LIMIT = 2  # diffusers' checkpoints_total_limit: older checkpoints are deleted
+CHECKPOINT_PREFIX = "checkpoint-"
+MODEL_STATE = "model.safetensors"  # what this run changes (tiny: everything; pretrained: grounding)
+EMA_STATE = "ema.pt"
+TRAINER_STATE = "trainer_state.json"  # stage, step, global step, loss log
 
 
 class BudgetExceeded(RuntimeError):
@@ -56,162 +65,16 @@ class BudgetExceeded(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Stage:
-    name: str
-    steps: int
-    inpaint: bool
-    kind: str  # "vae" | "unet"
+class StepInfo:
+    """A finished optimizer step, as a ``step_callback`` sees it."""
+
+    stage: str
+    step: int  # steps done in this stage
+    global_step: int
+    loss: float
 
 
-def plan_stages(cfg: dict[str, Any]) -> list[Stage]:
-    """The stages of a run: tiny models first learn their VAE, then the config's stages."""
-    ft = cfg["finetune"]
-    stages = []
-    if cfg["generator"]["kind"] == "tiny" and ft.get("vae_steps", 0) > 0:
-        stages.append(Stage("vae", ft["vae_steps"], False, "vae"))
-    for s in ft["stages"]:
-        stages.append(Stage(s["name"], s["steps"], s["inpaint"], "unet"))
-    names = [s.name for s in stages]
-    if len(set(names)) != len(names):
-        raise ValueError(f"finetune.stages: duplicate stage names {names}")
-    for prev, nxt in zip(stages, stages[1:], strict=False):
-        if prev.inpaint and not nxt.inpaint:
-            raise ValueError(f"finetune.stages: {nxt.name!r} cannot follow inpainting stage {prev.name!r}")
-    return stages
-
-
-def is_grounding_param(name: str, inpaint: bool) -> bool:
-    """The authors' trainable set: gated fusers, position net, (inpainting) conv_in."""
-    return ".fuser." in name or name.startswith("position_net.") or (inpaint and name.startswith("conv_in."))
-
-
-def select_trainable(
-    comps: GeneratorComponents, stage: Stage, from_scratch: bool, train_text: bool = True
-) -> dict[str, list[torch.nn.Parameter]]:
-    """Set ``requires_grad`` for a stage; returns the trained parameters by module.
-
-    ``train_text`` (from-scratch models only): also train the text encoder. Frozen, a
-    randomly initialised CLIP text encoder is a fixed, distinct code per word; trained
-    jointly from scratch it can collapse to one output for every prompt (measured on the
-    smoke run: phrase embeddings 5.0 apart at init, 0.1 after training), and then the
-    UNet cannot tell a gun from scissors.
-    """
-    for m in (comps.unet, comps.vae, comps.text_encoder):
-        m.requires_grad_(False)
-    if stage.kind == "vae":
-        comps.vae.requires_grad_(True)
-        return {"vae": list(comps.vae.parameters())}
-    if from_scratch:
-        comps.unet.requires_grad_(True)
-        groups = {"unet": list(comps.unet.parameters())}
-        if train_text:
-            comps.text_encoder.requires_grad_(True)
-            groups["text_encoder"] = list(comps.text_encoder.parameters())
-        return groups
-    params = []
-    for name, p in comps.unet.named_parameters():
-        if is_grounding_param(name, stage.inpaint):
-            p.requires_grad_(True)
-            params.append(p)
-    return {"unet": params}
-
-
-def encode_captions(comps: GeneratorComponents, captions: list[str], device) -> torch.Tensor:
-    """Per-token caption states (B, 77, D), SD-style max-length padding; unique texts once."""
-    uniq = list(dict.fromkeys(captions))
-    ids = comps.tokenizer(
-        uniq, padding="max_length", max_length=comps.tokenizer.model_max_length,
-        truncation=True, return_tensors="pt",
-    ).input_ids.to(device)
-    states = comps.text_encoder(ids).last_hidden_state
-    return states[torch.tensor([uniq.index(c) for c in captions], device=device)]
-
-
-def encode_phrases(comps: GeneratorComponents, phrases: list[str], shape: tuple[int, int], device) -> torch.Tensor:
-    """Pooled phrase embeddings (B, N, D) as the GLIGEN pipeline makes them; "" → zeros
-    (padding tokens are replaced by the position net's learned null feature anyway)."""
-    dim = comps.unet.config.cross_attention_dim
-    uniq = [p for p in dict.fromkeys(phrases) if p]
-    table = torch.zeros(len(uniq) + 1, dim, device=device)
-    if uniq:
-        tok = comps.tokenizer(uniq, padding=True, truncation=True, return_tensors="pt").to(device)
-        pooled = comps.text_encoder(**tok).pooler_output
-        table = torch.cat([pooled.to(table.dtype), table[:1]], 0)
-    idx = torch.tensor([uniq.index(p) if p else len(uniq) for p in phrases], device=device)
-    return table[idx].view(*shape, dim)
-
-
-class LossModule(torch.nn.Module):
-    """One training objective as a module, so accelerate/DDP wrap a single forward.
-
-    ``vae`` stage: L1 + L2 reconstruction + a small KL. ``unet`` stages: noise-prediction
-    MSE with GLIGEN grounding; inpainting feeds cat(noisy latent, latent·mask, mask) as
-    ``StableDiffusionGLIGENPipeline`` does at sampling time.
-    """
-
-    def __init__(
-        self, comps: GeneratorComponents, stage: Stage, train_text: bool, mask_loss_weight: float = 1.0,
-        snr_gamma: float | None = None,
-    ):
-        super().__init__()
-        self.unet, self.vae, self.text_encoder = comps.unet, comps.vae, comps.text_encoder
-        self.comps, self.stage, self.train_text = comps, stage, train_text
-        self.mask_loss_weight, self.snr_gamma = mask_loss_weight, snr_gamma
-
-    def sample_latents(self, pix: torch.Tensor, g: torch.Generator) -> tuple[Any, torch.Tensor]:
-        """The VAE posterior and a sample drawn with the step's generator."""
-        post = self.vae.encode(pix.to(self.vae.dtype)).latent_dist
-        eps = torch.randn(post.mean.shape, generator=g).to(pix.device, post.mean.dtype)
-        return post, post.mean + post.std * eps
-
-    def forward(self, batch: dict[str, Any], g: torch.Generator) -> torch.Tensor:
-        dev = self.unet.device
-        if self.stage.kind == "vae":
-            pix = batch["pixel_values"].to(dev)
-            post, z = self.sample_latents(pix, g)
-            rec = self.vae.decode(z).sample.float()
-            return F.l1_loss(rec, pix) + F.mse_loss(rec, pix) + VAE_KL_WEIGHT * post.kl().mean()
-        with torch.no_grad():
-            if "latent_mean" in batch:  # cached posterior (see FineTuner.cache_latents)
-                mean, std = batch["latent_mean"].to(dev), batch["latent_std"].to(dev)
-                latents = mean + std * torch.randn(mean.shape, generator=g).to(dev)
-            else:
-                latents = self.sample_latents(batch["pixel_values"].to(dev), g)[1].float()
-            latents = latents.float() * self.vae.config.scaling_factor
-        noise = torch.randn(latents.shape, generator=g).to(dev)
-        sched = self.comps.scheduler
-        t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=g).to(dev)
-        model_in = sched.add_noise(latents, noise, t)
-        if self.stage.inpaint:
-            m = batch["inpaint_mask"].to(dev)
-            model_in = torch.cat([model_in, latents * m, m], 1)
-        with torch.set_grad_enabled(self.train_text and torch.is_grad_enabled()):
-            ctx = encode_captions(self.comps, batch["captions"], dev)
-            pos = encode_phrases(self.comps, batch["phrases"], tuple(batch["boxes"].shape[:2]), dev)
-        gligen = {
-            "boxes": batch["boxes"].to(dev),
-            "positive_embeddings": pos.to(self.unet.dtype),
-            "masks": batch["box_mask"].to(dev),
-        }
-        pred = self.unet(
-            model_in, t, encoder_hidden_states=ctx.to(self.unet.dtype), cross_attention_kwargs={"gligen": gligen}
-        ).sample
-        v_pred = sched.config.prediction_type == "v_prediction"
-        target = sched.get_velocity(latents, noise, t) if v_pred else noise
-        err = (pred.float() - target) ** 2
-        if self.snr_gamma:
-            # Min-SNR-γ (Hang et al. 2023): cap the weight of the nearly clean timesteps, so
-            # the steps go to the noisy ones where an item's shape and class are decided
-            from diffusers.training_utils import compute_snr
-
-            snr = compute_snr(sched, t)
-            err = err * (torch.clamp(snr, max=self.snr_gamma) / (snr + 1 if v_pred else snr))[:, None, None, None]
-        if self.stage.inpaint and self.mask_loss_weight != 1.0:
-            # weight the repainted boxes more than the (given) context: a tiny model's
-            # capacity goes to the items, not to re-predicting the known background
-            w = 1.0 + (self.mask_loss_weight - 1.0) * (1.0 - batch["inpaint_mask"].to(dev))
-            return (err * w).mean() / w.mean()
-        return err.mean()
+StepCallback = Callable[[StepInfo], None]
 
 
 def to_dtype(module: torch.nn.Module, dtype: torch.dtype, device=None) -> torch.nn.Module:
@@ -229,6 +92,18 @@ def step_generator(seed: int, stage: int, step: int, micro: int, process: int) -
     )
 
 
+def make_accelerator(ft: dict[str, Any], device: str) -> Any:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(
+        mixed_precision=ft.get("mixed_precision", "no"),
+        gradient_accumulation_steps=ft.get("gradient_accumulation", 1),
+        cpu=device == "cpu",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
 class FineTuner:
     """Runs the stages of one fine-tuning job with checkpoints in ``work_dir``."""
 
@@ -239,30 +114,21 @@ class FineTuner:
         out: str | os.PathLike,
         work_dir: str | os.PathLike,
         max_minutes: float | None = None,
-        crash_after: int | None = None,
         examples: list[Example] | None = None,
         extra_outputs: Callable[[GeneratorComponents, Path], None] | None = None,
+        step_callback: StepCallback | None = None,
     ):
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
-
         self.cfg, self.ft, self.gen = cfg, cfg["finetune"], cfg["generator"]
         self.dataset, self.out, self.work_dir = Path(dataset), Path(out), Path(work_dir)
         self.deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
-        env_crash = os.environ.get(CRASH_ENV)
-        self.crash_after = crash_after if crash_after is not None else (int(env_crash) if env_crash else None)
+        self.step_callback = step_callback
         self.from_scratch = self.gen["kind"] == "tiny"
         self.stages = plan_stages(cfg)
-        device = cfg.get("device", "auto")
-        self.accelerator = Accelerator(
-            mixed_precision=self.ft.get("mixed_precision", "no"),
-            gradient_accumulation_steps=self.ft.get("gradient_accumulation", 1),
-            cpu=device == "cpu",
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
-        acc = self.accelerator
-        per_step = self.ft["batch_size"]
-        denom = acc.num_processes * self.ft.get("gradient_accumulation", 1)
+        self.accelerator = acc = make_accelerator(self.ft, cfg.get("device", "auto"))
+        acc.register_save_state_pre_hook(self._save_state_hook)
+        acc.register_load_state_pre_hook(self._load_state_hook)
+        self.accumulation = self.ft.get("gradient_accumulation", 1)
+        per_step, denom = self.ft["batch_size"], acc.num_processes * self.accumulation
         if per_step % denom:
             raise ValueError(
                 f"finetune.batch_size {per_step} must be divisible by processes × gradient_accumulation = {denom}"
@@ -276,8 +142,12 @@ class FineTuner:
                 self.ft.get("min_box_area", 0.01), self.ft.get("max_boxes", 8),
             )
         self.records: list[dict[str, Any]] = []
+        self.global_step = 0
         self.extra_outputs = extra_outputs
         self.latent_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.model = self.optimizer = self.lr_scheduler = self.ema = None
+        self._position: dict[str, Any] = {}
+        self._smooth: float | None = None
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -285,8 +155,13 @@ class FineTuner:
     def ckpt_dir(self) -> Path:
         return self.work_dir / "checkpoints"
 
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (a temporary folder never matches)."""
+        found = [p for p in self.ckpt_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir()]
+        return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
     def latest_checkpoint(self) -> Path | None:
-        found = sorted(self.ckpt_dir.glob("ckpt-*.pt"))
+        found = self.checkpoints()
         return found[-1] if found else None
 
     def model_state(self) -> dict[str, torch.Tensor]:
@@ -298,60 +173,91 @@ class FineTuner:
                     state[f"{mod_name}.{n}"] = t.detach().cpu().clone()
         return state
 
-    def save_checkpoint(self, stage_idx: int, step: int, global_step: int) -> None:
+    def save_checkpoint(self, stage_index: int, step: int) -> None:
+        """``accelerator.save_state`` into ``checkpoint-<global step>``: written under a
+        temporary name and renamed when whole; then only the newest few are kept."""
         acc = self.accelerator
+        self._position = {"stage": stage_index, "stage_name": self.stages[stage_index].name, "step": step,
+                          "global_step": self.global_step}
+        final = self.ckpt_dir / f"{CHECKPOINT_PREFIX}{self.global_step}"
+        tmp = self.ckpt_dir / f".{final.name}.tmp"
         acc.wait_for_everyone()
         if acc.is_main_process:
-            ckpt = {
-                "stage": stage_idx,
-                "stage_name": self.stages[stage_idx].name,
-                "step": step,
-                "global_step": global_step,
-                "in_channels": self.comps.unet.config.in_channels,
-                "vae_scaling_factor": self.comps.vae.config.scaling_factor,
-                "model": self.model_state(),
-                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-                "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
-                "ema": self.ema.state_dict() if self.ema is not None else None,
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "numpy": np.random.get_state(),
-                    "python": random.getstate(),
-                },
-                "records": list(self.records),
-            }
-            path = self.ckpt_dir / f"ckpt-{global_step:08d}.pt"
-            with atomic_path(path) as tmp:
-                torch.save(ckpt, tmp)
-            for old in sorted(self.ckpt_dir.glob("ckpt-*.pt"))[:-KEEP_CHECKPOINTS]:
-                old.unlink()
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in self.checkpoints()[:-CHECKPOINTS_TOTAL_LIMIT]:
+                shutil.rmtree(old)
         acc.wait_for_everyone()
 
-    def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if ckpt["in_channels"] != self.comps.unet.config.in_channels:
-            widen_conv_in(self.comps.unet, ckpt["in_channels"])
+    def _save_state_hook(self, models: list, weights: list, output_dir: str) -> None:
+        """``save_state`` pre-hook: we write the weights this run changes (not every frozen
+        one), the EMA and the trainer state; diffusers' examples save their models likewise."""
+        weights.clear()
+        if not self.accelerator.is_main_process:
+            return
+        out = Path(output_dir)
+        save_file(self.model_state(), out / MODEL_STATE)
+        if self.ema is not None:
+            torch.save(self.ema.state_dict(), out / EMA_STATE)
+        write_json(out / TRAINER_STATE, {
+            **self._position,
+            "in_channels": self.comps.unet.config.in_channels,
+            "vae_scaling_factor": self.comps.vae.config.scaling_factor,
+            "records": self.records,
+        })
+
+    def _load_state_hook(self, models: list, input_dir: str) -> None:
+        """``load_state`` pre-hook: the weights were restored before the stage was set up
+        (:meth:`restore_weights`); here only the EMA."""
+        models.clear()
+        ema_file = Path(input_dir) / EMA_STATE
+        if self.ema is not None and ema_file.is_file():
+            self.ema.load_state_dict(torch.load(ema_file, map_location="cpu", weights_only=True))
+
+    def restore_weights(self, path: Path) -> dict[str, Any]:
+        """Weights, latent scale and loss log of checkpoint ``path``; returns its trainer state."""
+        state = read_json(path / TRAINER_STATE)
+        if state["in_channels"] != self.comps.unet.config.in_channels:
+            widen_conv_in(self.comps.unet, state["in_channels"])
         by_module: dict[str, dict[str, torch.Tensor]] = {}
-        for k, t in ckpt["model"].items():
+        for k, t in load_file(path / MODEL_STATE).items():
             mod, n = k.split(".", 1)
             by_module.setdefault(mod, {})[n] = t
-        for mod, state in by_module.items():
-            missing, unexpected = getattr(self.comps, mod).load_state_dict(state, strict=self.from_scratch)
+        for mod, tensors in by_module.items():
+            _, unexpected = getattr(self.comps, mod).load_state_dict(tensors, strict=self.from_scratch)
             if unexpected:
                 raise ValueError(f"{path}: checkpoint does not fit the {mod}: unexpected {unexpected[:5]}")
-        self.comps.vae.register_to_config(scaling_factor=ckpt["vae_scaling_factor"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if ckpt["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
-        self.records = list(ckpt["records"])
-        return ckpt
+        self.comps.vae.register_to_config(scaling_factor=state["vae_scaling_factor"])
+        self.records = list(state["records"])
+        self.global_step = state["global_step"]
+        return state
+
+    def resume(self) -> tuple[int, int, Path | None]:
+        """(stage index, step, checkpoint whose optimizer state to load) to start from."""
+        path = self.latest_checkpoint()
+        if path is None:
+            return 0, 0, None
+        state = self.restore_weights(path)
+        stage_index, step = state["stage"], state["step"]
+        if self.stages[stage_index].name != state["stage_name"]:
+            raise ValueError(f"{path}: checkpoint stage {state['stage_name']!r} does not match the config's stages")
+        if self.accelerator.is_main_process:
+            print(f"resuming from {path} (stage {stage_index}, step {step})")
+        if step >= self.stages[stage_index].steps:  # that stage finished: only the RNG states remain
+            self.accelerator.load_state(str(path))
+            return stage_index + 1, 0, None
+        return stage_index, step, path
 
     # ------------------------------------------------------------------ stages
 
     def setup_stage(self, stage: Stage) -> list[torch.nn.Parameter]:
+        """Trainable set, dtypes, AdamW, constant-with-warmup LR and EMA of one stage."""
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import EMAModel
 
@@ -367,17 +273,18 @@ class FineTuner:
             frozen = name not in groups and name != "unet"
             to_dtype(getattr(self.comps, name), weight_dtype if frozen else torch.float32, acc.device)
         lr = self.ft["learning_rate"]
-        self.optimizer = torch.optim.AdamW(
+        optimizer = torch.optim.AdamW(
             [{"params": ps, "lr": lr * (text_scale if name == "text_encoder" else 1.0)} for name, ps in groups.items()],
             lr=lr, weight_decay=1e-2,
         )
-        self.lr_scheduler = get_scheduler(
-            "constant_with_warmup", self.optimizer, num_warmup_steps=self.ft.get("warmup_steps", 0)
+        # A prepared schedule steps once per process per optimizer step (as in diffusers' examples)
+        lr_scheduler = get_scheduler(
+            "constant_with_warmup", optimizer, num_warmup_steps=self.ft.get("warmup_steps", 0) * acc.num_processes
         )
-        loss_module = LossModule(
+        objective = TrainingObjective(
             self.comps, stage, "text_encoder" in groups, self.ft.get("mask_loss_weight", 1.0), self.ft.get("snr_gamma"),
         )
-        self.model, self.optimizer = acc.prepare(loss_module, self.optimizer)
+        self.model, self.optimizer, self.lr_scheduler = acc.prepare(objective, optimizer, lr_scheduler)
         self.ema = None
         if self.ft.get("ema") and stage.kind == "unet":
             self.ema = EMAModel(params, decay=self.ft.get("ema_decay", 0.999))
@@ -449,81 +356,94 @@ class FineTuner:
             zs.append((post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(post.mean)).float().cpu())
         return float(1.0 / torch.cat(zs).std().clamp_min(1e-6))
 
-    def run_stage(self, stage_idx: int, start_step: int, global_step: int, ckpt: dict | None) -> int:
-        stage = self.stages[stage_idx]
+    # ------------------------------------------------------------------ the loop
+
+    def micro_batch_at(self, stage_index: int, step: int, micro: int) -> tuple[dict[str, Any], torch.Generator]:
+        """The batch of one micro-step and the generator of its remaining draws: a pure
+        function of (seed, stage, step, micro, process), so a resumed run sees the same."""
+        stage, acc = self.stages[stage_index], self.accelerator
+        g = step_generator(self.seed, stage_index, step, micro, acc.process_index)
+        pos = (step * self.accumulation + micro) * acc.num_processes + acc.process_index
+        idx = batch_indices(len(self.examples), self.micro_batch, pos, self.seed + stage_index)
+        unet = stage.kind == "unet"
+        batch = make_batch(
+            self.examples, idx, g, self.ft.get("max_boxes", 8),
+            self.ft.get("caption_drop_prob", 0.5) if unet else 0.0,
+            self.ft.get("grounding_drop_prob", 0.0) if unet else 0.0,
+            flip=True, inpaint=stage.inpaint, latent_size=self.gen["resolution"] // self.comps.vae_scale_factor,
+            crop=self.crop_cells(stage),
+        )
+        if not unet:
+            batch["pixel_values"] = random_crop(batch["pixel_values"], self.ft.get("vae_crop", 0), g)
+        elif self.latent_cache is not None:
+            self.attach_latents(batch)
+        return batch, g
+
+    def train_step(self, stage_index: int, step: int, params: list[torch.nn.Parameter]) -> float:
+        """One optimizer step over the accumulated micro-batches; the loss averaged over processes."""
         acc = self.accelerator
+        losses = []
+        for micro in range(self.accumulation):
+            batch, g = self.micro_batch_at(stage_index, step, micro)
+            with acc.accumulate(self.model):
+                loss = self.model(batch, g)
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    acc.clip_grad_norm_(params, 1.0)
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+        if self.ema is not None:
+            self.ema.step(params)
+        self.global_step += 1
+        return float(acc.gather(torch.stack(losses).mean()[None]).mean())
+
+    def log_step(self, stage: Stage, step: int, loss: float, bar: tqdm) -> None:
+        self.records.append({
+            "stage": stage.name, "step": step, "global_step": self.global_step,
+            "loss": loss, "lr": self.lr_scheduler.get_last_lr()[0],
+        })
+        self._smooth = loss if self._smooth is None else 0.9 * self._smooth + 0.1 * loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{self._smooth:.4f}")
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def run_stage(self, stage_index: int, start_step: int, checkpoint: Path | None) -> None:
+        """One stage, a linear loop from ``start_step`` (resuming ``checkpoint``'s optimizer state)."""
+        stage, acc = self.stages[stage_index], self.accelerator
         params = self.setup_stage(stage)
-        if ckpt is not None:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
-            if self.ema is not None and ckpt["ema"] is not None:
-                self.ema.load_state_dict(ckpt["ema"])
+        if checkpoint is not None:
+            acc.load_state(str(checkpoint))  # optimizer, LR schedule, EMA, RNG states
         self.model.train()
         if stage.kind == "unet" and self.ft.get("cache_latents", False) and self.latent_cache is None:
             self.cache_latents()
-        accum = self.ft.get("gradient_accumulation", 1)
-        latent_size = self.gen["resolution"] // self.comps.vae_scale_factor
-        crop = self.crop_cells(stage)
-        bar = tqdm(
-            total=stage.steps, initial=start_step, desc=f"finetune {stage.name}",
-            disable=not acc.is_local_main_process, dynamic_ncols=True,
-        )
-        smooth = None
-        for step in range(start_step, stage.steps):
-            losses = []
-            for micro in range(accum):
-                g = step_generator(self.seed, stage_idx, step, micro, acc.process_index)
-                pos = (step * accum + micro) * acc.num_processes + acc.process_index
-                idx = batch_indices(len(self.examples), self.micro_batch, pos, self.seed + stage_idx)
-                batch = make_batch(
-                    self.examples, idx, g, self.ft.get("max_boxes", 8),
-                    self.ft.get("caption_drop_prob", 0.5) if stage.kind == "unet" else 0.0,
-                    self.ft.get("grounding_drop_prob", 0.0) if stage.kind == "unet" else 0.0,
-                    flip=True, inpaint=stage.inpaint, latent_size=latent_size, crop=crop,
-                )
-                if stage.kind == "vae":
-                    batch["pixel_values"] = random_crop(batch["pixel_values"], self.ft.get("vae_crop", 0), g)
-                elif self.latent_cache is not None:
-                    self.attach_latents(batch)
-                with acc.accumulate(self.model):
-                    loss = self.model(batch, g)
-                    acc.backward(loss)
-                    if acc.sync_gradients:
-                        acc.clip_grad_norm_(params, 1.0)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.detach())
-            self.lr_scheduler.step()
-            if self.ema is not None:
-                self.ema.step(params)
-            step_loss = float(acc.gather(torch.stack(losses).mean()[None]).mean())
-            global_step += 1
-            self.records.append({
-                "stage": stage.name, "step": step + 1, "global_step": global_step,
-                "loss": step_loss, "lr": self.lr_scheduler.get_last_lr()[0],
-            })
-            smooth = step_loss if smooth is None else 0.9 * smooth + 0.1 * step_loss
-            bar.update(1)
-            bar.set_postfix(loss=f"{smooth:.4f}")
-            every = self.ft.get("checkpoint_every", 100)
-            if (step + 1) % every == 0 or step + 1 == stage.steps:
-                if step + 1 == stage.steps:
+        every = self.ft.get("checkpoint_every", 100)
+        self._smooth = None
+        with tqdm(total=stage.steps, initial=start_step, desc=f"finetune {stage.name}",
+                  disable=not acc.is_local_main_process, dynamic_ncols=True) as bar:
+            for step in range(start_step, stage.steps):
+                loss = self.train_step(stage_index, step, params)
+                self.log_step(stage, step + 1, loss, bar)
+                last = step + 1 == stage.steps
+                if last:
                     self.finish_stage(stage, params)
-                self.save_checkpoint(stage_idx, step + 1, global_step)
-            if self.crash_after is not None and global_step >= self.crash_after:
-                bar.close()
-                raise SimulatedCrash(f"simulated crash after {global_step} steps ({CRASH_ENV})")
-            if self.deadline is not None and time.monotonic() > self.deadline and step + 1 < stage.steps:
-                self.save_checkpoint(stage_idx, step + 1, global_step)
-                bar.close()
-                raise BudgetExceeded(
-                    f"time budget reached in stage {stage.name!r} at step {step + 1}/{stage.steps}; "
-                    f"checkpoint in {self.ckpt_dir}, rerun the same command to resume"
-                )
-        bar.close()
-        if stage.steps == start_step and ckpt is None:
+                saved = last or (step + 1) % every == 0
+                if saved:
+                    self.save_checkpoint(stage_index, step + 1)
+                if self.step_callback is not None:
+                    self.step_callback(StepInfo(stage.name, step + 1, self.global_step, loss))
+                if not last and self.out_of_time():
+                    if not saved:
+                        self.save_checkpoint(stage_index, step + 1)
+                    raise BudgetExceeded(
+                        f"time budget reached in stage {stage.name!r} at step {step + 1}/{stage.steps}; "
+                        f"checkpoint in {self.ckpt_dir}, rerun the same command to resume"
+                    )
+        if stage.steps == start_step and checkpoint is None:
             self.finish_stage(stage, params)  # a zero-step stage still widens conv_in and ends cleanly
-        return global_step
 
     # ------------------------------------------------------------------ main
 
@@ -536,25 +456,14 @@ class FineTuner:
                 "so it cannot train a generation stage; point generator.pretrained at a generation "
                 "checkpoint (e.g. gligen-1-4-generation-text-box) or keep only inpainting stages"
             )
-        self.model = self.optimizer = self.lr_scheduler = self.ema = None
-        start_stage, start_step, global_step, ckpt = 0, 0, 0, None
         self.claim_work_dir()
-        path = self.latest_checkpoint()
-        if path is not None:
-            ckpt = self.load_checkpoint(path)
-            start_stage, start_step, global_step = ckpt["stage"], ckpt["step"], ckpt["global_step"]
-            if self.stages[start_stage].name != ckpt["stage_name"]:
-                raise ValueError(f"{path}: checkpoint stage {ckpt['stage_name']!r} does not match the config's stages")
-            if start_step >= self.stages[start_stage].steps:  # that stage finished
-                start_stage, start_step, ckpt = start_stage + 1, 0, None
-            if self.accelerator.is_main_process:
-                print(f"resuming from {path} (stage {start_stage}, step {start_step})")
+        start_stage, start_step, checkpoint = self.resume()
         for i in range(start_stage, len(self.stages)):
             stage = self.stages[i]
-            global_step = self.run_stage(i, start_step, global_step, ckpt)
+            self.run_stage(i, start_step, checkpoint)
             if stage.kind == "unet" and i + 1 < len(self.stages) and self.accelerator.is_main_process:
                 save_generator(self.comps, self.work_dir / "stages" / stage.name)
-            start_step, ckpt = 0, None
+            start_step, checkpoint = 0, None
         if self.accelerator.is_main_process:
             self.write_output()
             # The job is done: its checkpoints could only "resume" a finished run next time.
@@ -661,15 +570,16 @@ def finetune(
     out: str | os.PathLike,
     work_dir: str | os.PathLike | None = None,
     max_minutes: float | None = None,
-    crash_after: int | None = None,
     examples: list[Example] | None = None,
     extra_outputs: Callable[[GeneratorComponents, Path], None] | None = None,
+    step_callback: StepCallback | None = None,
 ) -> GeneratorComponents:
     """Fine-tune (or train from scratch) the generator and write the diffusers folder ``out``.
 
     ``extra_outputs(components, folder)`` may add files (a sample grid) to the output
-    folder before it is swapped in atomically.
+    folder before it is swapped in atomically; ``step_callback(StepInfo)`` runs after every
+    optimizer step (and its checkpoint), e.g. to stop a run from a test.
     """
     work_dir = Path(work_dir) if work_dir is not None else Path(str(out) + ".work")
-    tuner = FineTuner(cfg, dataset, out, work_dir, max_minutes, crash_after, examples, extra_outputs)
+    tuner = FineTuner(cfg, dataset, out, work_dir, max_minutes, examples, extra_outputs, step_callback)
     return tuner.train()

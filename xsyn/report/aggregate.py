@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 
 from xsyn.io import atomic_path, read_json, write_json, write_text
+from xsyn.methods import REAL_ONLY
+from xsyn.report.labels import share_label, source_label, source_order
 
 KEYS = ["dataset", "model", "split", "source", "share"]
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"]
 TABLE_METRICS = ["AP", "AP50", "AP75"]
-REAL_ONLY = "none"
 
 
 class MetricsError(ValueError):
@@ -99,12 +100,6 @@ def load_metrics(files: Iterable[str | os.PathLike]) -> Metrics:
     return Metrics(runs_df, pd.DataFrame(per_class), pd.DataFrame(pr))
 
 
-def source_order(sources: Iterable[str]) -> list[str]:
-    """Real-only first, then the others alphabetically."""
-    uniq = sorted(set(sources))
-    return ([REAL_ONLY] if REAL_ONLY in uniq else []) + [s for s in uniq if s != REAL_ONLY]
-
-
 def _sort(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFrame:
     order = {s: i for i, s in enumerate(source_order(df["source"]))}
     cols = ["dataset", "model", "split", "share", "_src"] + (extra or [])
@@ -158,10 +153,6 @@ def fmt_delta(delta: float, digits: int = 1) -> str:
     return "–" if delta is None or np.isnan(delta) else f"{delta:+.{digits}f}"
 
 
-def share_label(share: float) -> str:
-    return f"{share:g}"
-
-
 def main_markdown(summary: pd.DataFrame, n_runs: int) -> str:
     """The main table: one section per (dataset, model, split), rows = source × share."""
     lines = [
@@ -173,7 +164,7 @@ def main_markdown(summary: pd.DataFrame, n_runs: int) -> str:
     ]
     for (dataset, model, split), df in summary.groupby(["dataset", "model", "split"], sort=False):
         table = pd.DataFrame({
-            "source": df["source"].map(lambda s: "real only" if s == REAL_ONLY else f"real + {s}"),
+            "source": df["source"].map(source_label),
             "real data (%)": df["share"].map(share_label),
             **{f"{m} (%)": [fmt_mean_std(a, b) for a, b in zip(df[f"{m}_mean"], df[f"{m}_std"], strict=True)]
                for m in TABLE_METRICS},
@@ -193,7 +184,7 @@ def per_class_markdown(pc: pd.DataFrame) -> str:
         df = df.assign(cell=[fmt_mean_std(a, b) for a, b in zip(df["AP_mean"], df["AP_std"], strict=True)])
         table = df.pivot(index="class", columns="source", values="cell")
         table = table[[s for s in source_order(df["source"]) if s in table.columns]]
-        table.columns = ["real only" if s == REAL_ONLY else f"+ {s}" for s in table.columns]
+        table.columns = [source_label(s, prefix="+ ") for s in table.columns]
         lines += ["", f"## {dataset} · {model} · split `{split}` · {share_label(share)} % real", "",
                   table.reset_index().to_markdown(index=False)]
     return "\n".join(lines) + "\n"

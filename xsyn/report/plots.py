@@ -20,11 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from xsyn.io import atomic_path  # noqa: E402
-from xsyn.report.aggregate import REAL_ONLY, share_label, source_order  # noqa: E402
-
-
-def _label(source: str) -> str:
-    return "real only" if source == REAL_ONLY else f"real + {source}"
+from xsyn.methods import REAL_ONLY  # noqa: E402
+from xsyn.report.labels import share_label, source_label, source_order  # noqa: E402
 
 
 def _colours(sources: list[str]) -> dict[str, tuple]:
@@ -57,7 +54,7 @@ def plot_map_vs_share(table: pd.DataFrame, path: str | os.PathLike) -> None:
         for source in source_order(df["source"]):
             d = df[df["source"] == source].sort_values("share")
             ax.errorbar(d["share"], d["AP"], yerr=d["AP_std"].fillna(0), marker="o", capsize=3,
-                        color=colours[source], label=_label(source),
+                        color=colours[source], label=source_label(source),
                         linestyle="--" if source == REAL_ONLY else "-")
         shares = sorted(df["share"].unique())
         if len(shares) > 1 and shares[-1] / shares[0] >= 10:
@@ -90,7 +87,7 @@ def plot_per_class(pc: pd.DataFrame, path: str | os.PathLike) -> None:
         for i, source in enumerate(sources):
             d = df[df["source"] == source].set_index("class").reindex(classes)
             ax.bar(x + (i - (len(sources) - 1) / 2) * width, d["AP_mean"].fillna(0), width,
-                   yerr=d["AP_std"].fillna(0), capsize=2, color=colours[source], label=_label(source))
+                   yerr=d["AP_std"].fillna(0), capsize=2, color=colours[source], label=source_label(source))
         ax.set_xticks(x, classes, rotation=30, ha="right")
         ax.set_ylabel("AP (%)")
         ax.set_title(f"{dataset} · {model} · {split} · {share_label(share)} % real")
@@ -111,7 +108,7 @@ def plot_pr_curves(pr: pd.DataFrame, path: str | os.PathLike) -> None:
     for ax, ((dataset, model, split, share), df) in zip(axes, groups, strict=False):
         for source in source_order(df["source"]):
             d = df[df["source"] == source].sort_values("recall")
-            ax.plot(d["recall"], d["precision"], color=colours[source], label=_label(source),
+            ax.plot(d["recall"], d["precision"], color=colours[source], label=source_label(source),
                     linestyle="--" if source == REAL_ONLY else "-")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)

@@ -203,6 +203,46 @@ def _rect_mask(box: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
+def _check_inputs(image: np.ndarray, maps: list[np.ndarray], boxes: list[list[float]]) -> None:
+    if image.ndim != 3 or image.shape[2] < 3:
+        raise ValueError(f"CAR: image must be H×W×3, got shape {image.shape}")
+    if len(maps) != len(boxes):
+        raise ValueError(f"CAR: {len(maps)} attention maps for {len(boxes)} boxes")
+    height, width = image.shape[:2]
+    for i, (m, b) in enumerate(zip(maps, boxes, strict=True)):
+        if np.shape(m) != (height, width):
+            raise ValueError(f"CAR: attention map {i} has shape {np.shape(m)}, image is {height}×{width}")
+        if len(b) != 4 or not np.all(np.isfinite(b)):
+            raise ValueError(f"CAR: box {i} must be 4 finite numbers [x, y, w, h], got {b!r}")
+
+
+def _judge(
+    requested: list[float], mask: np.ndarray | None, window: list[float], prior: np.ndarray, cfg: dict,
+) -> CarResult:
+    """One box's verdict from the segmenter's mask (``None``: no prompt points)."""
+    shape = prior.shape
+    win_mask = _rect_mask(window, shape)
+    refined = None
+    if mask is not None:
+        mask = np.asarray(mask, bool) & win_mask
+        if cfg["restrict"] is not None and prior.any():
+            # Keep the segmenter inside a dilation of the attention region: the image
+            # may continue the item's colour into touching clutter; the model did not.
+            k = max(1, int(round(cfg["restrict"] * max(requested[2], requested[3]))))
+            near = cv2.dilate(prior.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8))
+            mask &= near.astype(bool)
+        refined = box_from_mask(mask, cfg["merge_ratio"])
+    req_area = area_xywh(requested)
+    ok = refined is not None and req_area > 0
+    if ok:
+        ratio = area_xywh(refined) / req_area
+        ok = cfg["min_scale"] <= ratio <= cfg["max_scale"]
+    if ok:
+        return CarResult(refined, _agreement(mask, prior), False)
+    fallback_score = 0.5 * _agreement(_rect_mask(requested, shape) & win_mask, prior)
+    return CarResult(requested, fallback_score, True)
+
+
 def refine_boxes(
     image: np.ndarray,
     maps: list[np.ndarray],
@@ -218,16 +258,8 @@ def refine_boxes(
     """
     cfg = {**DEFAULTS, **(cfg or {})}
     image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] < 3:
-        raise ValueError(f"CAR: image must be H×W×3, got shape {image.shape}")
-    if len(maps) != len(boxes):
-        raise ValueError(f"CAR: {len(maps)} attention maps for {len(boxes)} boxes")
+    _check_inputs(image, maps, boxes)
     height, width = image.shape[:2]
-    for i, (m, b) in enumerate(zip(maps, boxes, strict=True)):
-        if np.shape(m) != (height, width):
-            raise ValueError(f"CAR: attention map {i} has shape {np.shape(m)}, image is {height}×{width}")
-        if len(b) != 4 or not np.all(np.isfinite(b)):
-            raise ValueError(f"CAR: box {i} must be 4 finite numbers [x, y, w, h], got {b!r}")
     if not cfg["enabled"]:
         return [CarResult([float(v) for v in b], 1.0, True) for b in boxes]
     if not boxes:
@@ -260,30 +292,5 @@ def refine_boxes(
             [priors[i] for i in todo],
         )
         masks = dict(zip(todo, got, strict=True))
-
-    results = []
-    for i, box in enumerate(boxes):
-        requested = [float(v) for v in box]
-        win_mask = _rect_mask(windows[i], (height, width))
-        mask = masks.get(i)
-        refined = None
-        if mask is not None:
-            mask = np.asarray(mask, bool) & win_mask
-            if cfg["restrict"] is not None and priors[i].any():
-                # Keep the segmenter inside a dilation of the attention region: the image
-                # may continue the item's colour into touching clutter; the model did not.
-                k = max(1, int(round(cfg["restrict"] * max(boxes[i][2], boxes[i][3]))))
-                near = cv2.dilate(priors[i].astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8))
-                mask &= near.astype(bool)
-            refined = box_from_mask(mask, cfg["merge_ratio"])
-        req_area = area_xywh(requested)
-        ok = refined is not None and req_area > 0
-        if ok:
-            ratio = area_xywh(refined) / req_area
-            ok = cfg["min_scale"] <= ratio <= cfg["max_scale"]
-        if ok:
-            results.append(CarResult(refined, _agreement(mask, priors[i]), False))
-        else:
-            fallback_score = 0.5 * _agreement(_rect_mask(requested, (height, width)) & win_mask, priors[i])
-            results.append(CarResult(requested, fallback_score, True))
-    return results
+    return [_judge([float(v) for v in box], masks.get(i), windows[i], priors[i], cfg)
+            for i, box in enumerate(boxes)]

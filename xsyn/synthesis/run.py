@@ -1,10 +1,10 @@
-"""One synthesis shard: source scans → layouts → XsynPipeline → an atomic shard folder.
+"""One generator shard: source scans → layouts → XsynPipeline → an atomic shard folder.
 
 Source images are the ``synthesis.source_split`` of a prepared dataset, sorted by id and
-cut with :func:`~xsyn.synthesis.shards.shard_slice`. Each image's seed is derived from
+cut with :func:`~xsyn.data.shards.shard_slice`. Each image's seed is derived from
 ``synthesis.seed`` and its source id alone, so a shard's content does not depend on how
-many shards there are or which ran first. A complete shard folder is never rewritten
-(resume after a kill redoes only the missing ones).
+many shards there are or which ran first. Which method runs (and whether the shard is
+already complete) is decided above, in :mod:`xsyn.synthesize`.
 """
 
 from __future__ import annotations
@@ -23,31 +23,12 @@ from tqdm.auto import tqdm
 
 from xsyn.data.boxes import clip_xywh
 from xsyn.data.contract import annotations_by_image, category_names, load_split, phrase_for
+from xsyn.data.shards import ShardWriter, shard_slice
+from xsyn.methods import SynthesisMethod
 from xsyn.synthesis.candidates import CandidateSource
 from xsyn.synthesis.layouts import Layout, make_layout
-from xsyn.synthesis.shards import SHARD_ANNOTATIONS, ShardWriter, shard_slice
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Method:
-    """A synthetic-set recipe: layout kind and which of CAR / BOM run."""
-
-    layout: str
-    car: bool
-    bom: bool
-
-
-METHODS: dict[str, Method] = {
-    "xsyn-a": Method("xsyn-a", car=True, bom=True),
-    "xsyn-m": Method("xsyn-m", car=True, bom=True),
-    "gligen-plain": Method("xsyn-a", car=False, bom=False),  # requested boxes as labels
-    "xsyn-a-nocar": Method("xsyn-a", car=False, bom=True),
-    "xsyn-a-nobom": Method("xsyn-a", car=True, bom=False),
-    "free": Method("free", car=True, bom=False),
-}
-ALL_METHODS = (*METHODS, "tip")
 
 
 def image_seed(base_seed: int, source_id: int) -> int:
@@ -65,14 +46,6 @@ def generator_hash(path: str | Path, length: int = 12) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:length]
-
-
-def shard_complete(out_dir: str | Path) -> bool:
-    return (Path(out_dir) / SHARD_ANNOTATIONS).is_file()
-
-
-def _scaled(box: Any, s: float) -> list[float]:
-    return [float(v) * s for v in box]
 
 
 def load_pipeline(generator: str | Path, cfg: Mapping[str, Any]):
@@ -93,72 +66,111 @@ def load_pipeline(generator: str | Path, cfg: Mapping[str, Any]):
     return pipe
 
 
-def synthesize_shard(cfg: Mapping[str, Any], method: str, dataset_root: str | Path,
-                     generator: str | Path | None, shard_index: int, shard_count: int,
-                     out_dir: str | Path, pipe: Any = None) -> dict[str, Any]:
-    """Write shard ``shard_index`` of ``shard_count`` of ``method`` to ``out_dir``.
+@dataclass(frozen=True)
+class SourceScan:
+    """One source scan, read, resized and laid out by a loader thread."""
 
-    Returns a summary (images written, sources skipped for lack of a layout, or
-    ``skipped: true`` when the shard already existed complete).
-    """
-    syn = cfg["synthesis"]
-    out_dir = Path(out_dir)
-    if shard_complete(out_dir):
-        log.info("%s: shard already complete, skipped", out_dir)
-        return {"skipped": True, "out": str(out_dir)}
-    if method == "tip":
-        from xsyn.baselines.tip import run_tip_shard
+    image: dict[str, Any]   # its COCO image record
+    layout: Layout | None   # None: no place for a new item (the scan is skipped)
+    pixels: np.ndarray      # uint8 H×W×3 at the synthesis resolution
+    seed: int               # image_seed(synthesis.seed, source id)
 
-        return run_tip_shard(dict(cfg), Path(dataset_root), syn["source_split"], shard_index,
-                             shard_count, out_dir, syn["seed"])
-    if method not in METHODS:
-        raise ValueError(f"unknown synthesis method {method!r}; expected one of {ALL_METHODS}")
-    if generator is None and pipe is None:
-        raise ValueError(f"method {method!r} needs --generator (a generator folder)")
-    recipe = METHODS[method]
-    root = Path(dataset_root)
-    coco = load_split(root, syn["source_split"])
-    names = category_names(coco)
-    anns = annotations_by_image(coco)
-    sources = shard_slice(sorted(coco["images"], key=lambda im: im["id"]), shard_index, shard_count)
-    candidates = CandidateSource(coco, syn["car"])
-    pipe = pipe or load_pipeline(generator, cfg)
-    gen_id = generator_hash(generator) if generator is not None else "in-memory"
-    size = int(cfg["generator"]["resolution"])
-    car_cfg = {**syn["car"], "device": cfg.get("device", "auto")} if recipe.car and syn["car"]["enabled"] else None
-    bom_cfg = syn["bom"] if recipe.bom and syn["bom"]["enabled"] else None
-    write_non_bom = bool(bom_cfg and bom_cfg.get("write_non_bom"))
-    categories = coco["categories"]
 
-    def prepare(img: dict) -> tuple[dict, Layout | None, np.ndarray, int]:
-        """Read, resize and lay out one source scan (runs in a loader thread)."""
-        pil = Image.open(root / "images" / img["file_name"]).convert("RGB")
+@dataclass(frozen=True)
+class ShardRecipe:
+    """How every batch of a shard is sampled and labelled."""
+
+    method: SynthesisMethod
+    size: int                          # synthesis resolution (generator.resolution)
+    syn: Mapping[str, Any]             # the synthesis config section
+    car: dict[str, Any] | None         # CAR config when this method runs CAR, else None
+    bom: Mapping[str, Any] | None      # BOM config when this method runs BOM, else None
+    generator_id: str
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], method: SynthesisMethod, generator_id: str) -> ShardRecipe:
+        syn = cfg["synthesis"]
+        car = {**syn["car"], "device": cfg.get("device", "auto")} if method.car and syn["car"]["enabled"] else None
+        bom = syn["bom"] if method.bom and syn["bom"]["enabled"] else None
+        return cls(method, int(cfg["generator"]["resolution"]), syn, car, bom, generator_id)
+
+    @property
+    def write_non_bom(self) -> bool:
+        return bool(self.bom and self.bom.get("write_non_bom"))
+
+    def pipe_kwargs(self) -> dict[str, Any]:
+        syn = self.syn
+        return {"num_inference_steps": syn["steps"], "guidance_scale": syn["guidance_scale"], "eta": syn["eta"],
+                "negative_prompt": syn["negative_prompt"], "car": self.car, "bom": self.bom,
+                "grounding_beta": syn.get("grounding_beta", 1.0), "return_non_bom": self.write_non_bom,
+                "resolution": self.size}
+
+    def provenance(self, scan: SourceScan) -> dict[str, Any]:
+        img, layout = scan.image, scan.layout
+        return {
+            "source_image_id": img["id"], "source_file_name": img["file_name"],
+            "seed": scan.seed, "generator": self.generator_id, "layout": self.method.layout,
+            "car": self.car is not None, "bom": self.bom is not None,
+            "bom_region": layout.bom_region if self.bom else None,
+            "steps": self.syn["steps"], "guidance_scale": self.syn["guidance_scale"],
+            "caption": layout.prompt,
+        }
+
+
+@dataclass
+class ScanLoader:
+    """Reads, resizes and lays out the source scans of one shard (called in loader threads)."""
+
+    root: Path
+    recipe: ShardRecipe
+    names: dict[int, str]
+    annotations: dict[int, list[dict[str, Any]]]
+    candidates: CandidateSource
+
+    def __call__(self, img: dict[str, Any]) -> SourceScan:
+        size, syn = self.recipe.size, self.recipe.syn
+        pil = Image.open(self.root / "images" / img["file_name"]).convert("RGB")
         sx, sy = size / img["width"], size / img["height"]
         if pil.size != (size, size):
             pil = pil.resize((size, size), Image.BICUBIC)
         arr = np.asarray(pil)
         image_anns = [{**a, "bbox": [a["bbox"][0] * sx, a["bbox"][1] * sy, a["bbox"][2] * sx,
-                                     a["bbox"][3] * sy]} for a in anns[img["id"]]]
-        regions = [[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy] for r in candidates(img["id"], arr)]
+                                     a["bbox"][3] * sy]} for a in self.annotations[img["id"]]]
+        regions = [[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy] for r in self.candidates(img["id"], arr)]
         seed = image_seed(syn["seed"], img["id"])
-        layout = make_layout(recipe.layout, image_anns, names, regions, (size, size), syn["xsyn_a"], seed)
-        return img, layout, arr, seed
+        layout = make_layout(self.recipe.method.layout, image_anns, self.names, regions, (size, size),
+                             syn["xsyn_a"], seed)
+        return SourceScan(img, layout, arr, seed)
 
-    batch = resolve_batch_size(syn["batch_size"], pipe, size)
+
+def generate_shard(cfg: Mapping[str, Any], method: SynthesisMethod, dataset_root: str | Path,
+                   generator: str | Path | None, shard_index: int, shard_count: int,
+                   out_dir: str | Path, pipe: Any = None) -> dict[str, Any]:
+    """Write shard ``shard_index`` of ``shard_count`` of a generator ``method`` to ``out_dir``.
+
+    Returns a summary (images written, sources skipped for lack of a layout).
+    """
+    syn = cfg["synthesis"]
+    out_dir, root = Path(out_dir), Path(dataset_root)
+    coco = load_split(root, syn["source_split"])
+    sources = shard_slice(sorted(coco["images"], key=lambda im: im["id"]), shard_index, shard_count)
+    pipe = pipe or load_pipeline(generator, cfg)
+    recipe = ShardRecipe.from_config(cfg, method, generator_hash(generator) if generator is not None else "in-memory")
+    loader = ScanLoader(root, recipe, category_names(coco), annotations_by_image(coco),
+                        CandidateSource(coco, syn["car"]))
+    batch = resolve_batch_size(syn["batch_size"], pipe, recipe.size)
     written = skipped = 0
-    with ShardWriter(out_dir, categories, method) as shard, ThreadPoolExecutor(2) as loader:
+    with ShardWriter(out_dir, coco["categories"], method.name) as shard, ThreadPoolExecutor(2) as threads:
         # The loader threads read and lay out scans ahead while the device samples.
-        bar = tqdm(total=len(sources), desc=f"{method} {out_dir.name}", unit="img")
-        pending = loader.map(prepare, sources)
-        chunk: list[tuple[dict, Layout, np.ndarray, int]] = []
-        for n_done, (img, layout, arr, seed) in enumerate(pending, 1):
-            if layout is None:
+        bar = tqdm(total=len(sources), desc=f"{method.name} {out_dir.name}", unit="img")
+        chunk: list[SourceScan] = []
+        for n_done, scan in enumerate(threads.map(loader, sources), 1):
+            if scan.layout is None:
                 skipped += 1
             else:
-                chunk.append((img, layout, arr, seed))
+                chunk.append(scan)
             if len(chunk) == batch or (n_done == len(sources) and chunk):
-                _write_batch(shard, pipe, chunk, syn, size, car_cfg, bom_cfg, write_non_bom,
-                             gen_id, recipe)
+                write_batch(shard, pipe, chunk, recipe)
                 written += len(chunk)
                 bar.update(len(chunk))
                 chunk = []
@@ -190,22 +202,16 @@ def resolve_batch_size(value: int | str, pipe: Any, size: int) -> int:
     return min(batch, 256)
 
 
-def _write_batch(shard: ShardWriter, pipe: Any, chunk: list, syn: Mapping[str, Any], size: int,
-                 car_cfg: dict | None, bom_cfg: Mapping[str, Any] | None, write_non_bom: bool,
-                 gen_id: str, recipe: Method) -> None:
+def write_batch(shard: ShardWriter, pipe: Any, scans: list[SourceScan], recipe: ShardRecipe) -> None:
     """Sample one batch of layouts and add its images and labels to the shard."""
-    out = pipe(
-        [j[1] for j in chunk], [j[2] for j in chunk], seeds=[j[3] for j in chunk],
-        num_inference_steps=syn["steps"], guidance_scale=syn["guidance_scale"],
-        eta=syn["eta"], negative_prompt=syn["negative_prompt"], car=car_cfg, bom=bom_cfg,
-        grounding_beta=syn.get("grounding_beta", 1.0), return_non_bom=write_non_bom,
-        resolution=size,
-    )
-    for k, (img, layout, _, seed) in enumerate(chunk):
+    out = pipe([s.layout for s in scans], [s.pixels for s in scans], seeds=[s.seed for s in scans],
+               **recipe.pipe_kwargs())
+    for k, scan in enumerate(scans):
+        layout = scan.layout
         records = [_kept_record(a) for a in layout.kept]
         for n, cid in enumerate(layout.category_ids):
             res = out.car[k][n] if out.car is not None else None
-            box = clip_xywh(out.boxes[k][n], size, size)
+            box = clip_xywh(out.boxes[k][n], recipe.size, recipe.size)
             if box[2] <= 0 or box[3] <= 0:
                 continue
             records.append({
@@ -217,18 +223,8 @@ def _write_batch(shard: ShardWriter, pipe: Any, chunk: list, syn: Mapping[str, A
             })
         extra = ({"non_bom": Image.fromarray(out.non_bom_images[k])}
                  if out.non_bom_images is not None else None)
-        shard.add_image(
-            Image.fromarray(out.images[k]), f"{img['id']:06d}.png", records,
-            provenance={
-                "source_image_id": img["id"], "source_file_name": img["file_name"],
-                "seed": seed, "generator": gen_id, "layout": recipe.layout,
-                "car": car_cfg is not None, "bom": bom_cfg is not None,
-                "bom_region": layout.bom_region if bom_cfg else None,
-                "steps": syn["steps"], "guidance_scale": syn["guidance_scale"],
-                "caption": layout.prompt,
-            },
-            extra_images=extra,
-        )
+        shard.add_image(Image.fromarray(out.images[k]), f"{scan.image['id']:06d}.png", records,
+                        provenance=recipe.provenance(scan), extra_images=extra)
 
 
 def _kept_record(ann: Mapping[str, Any]) -> dict[str, Any]:

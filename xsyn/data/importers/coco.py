@@ -38,13 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xsyn.data.contract import DatasetError, check_relative_name, validate_coco
+from xsyn.data.contract import DatasetError, check_relative_name, is_subset_name, validate_coco
 from xsyn.data.dirty import DirtyLog
 from xsyn.data.importers import ORIGIN, LayoutNotFound, RawDataset, is_junk
 from xsyn.io import read_json
 
 AUX_FILE_KEYS = ("transmission_file",)  # image keys naming a file relative to the source root
-SUBSET_RE = re.compile(r".*train_p\d+$")  # a prepared dataset's low-data subsets: not source splits
 ANNOTATION_DIRS = ("annotations", "annotation")  # MS-COCO / PIDray, CLCXray; else the top folder
 IMAGE_DIRS = ("images", "image")  # xsyn / most COCO exports, CLCXray
 # MS-COCO files that share annotations/ with the detection files but hold no boxes
@@ -157,7 +156,7 @@ def detection_files(source: Path) -> tuple[list[Path], list[Path]]:
             continue
         found = sorted(folder.glob("*.json"))
         ignored = [p for p in found if is_junk(p) or p.name.startswith(NON_DETECTION_PREFIXES)]
-        keep = [p for p in found if p not in ignored and not SUBSET_RE.match(p.stem)]
+        keep = [p for p in found if p not in ignored and not is_subset_name(p.stem)]
         if keep:
             return keep, ignored
     raise LayoutNotFound(

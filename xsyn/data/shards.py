@@ -1,5 +1,7 @@
 """Shards of a synthetic set: each written atomically, then gathered into one dataset.
 
+Below every producer of synthetic sets (the generator's methods in :mod:`xsyn.synthesis`,
+TIP in :mod:`xsyn.baselines`): they all write through :class:`ShardWriter`.
 Synthesis is split into shards of source images (one Snakemake job each). A shard folder
 appears only when complete (written under a temporary name and renamed), so a killed run
 resumes by redoing just the missing shards. ``gather`` merges the shard folders into the
@@ -9,7 +11,6 @@ synthetic-set contract of DESIGN §4: ``annotations.json`` + ``images/``, ids re
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from xsyn.data.contract import check_relative_name, load_coco, save_coco
-from xsyn.io import atomic_dir
+from xsyn.io import atomic_dir, link_or_copy
 
 T = TypeVar("T")
 
@@ -132,14 +133,8 @@ def gather(shard_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) 
                     if dest.exists():
                         raise ValueError(f"{shard}: image {dest.name} also exists in another shard")
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(src, dest)
+                    link_or_copy(src, dest)
         merged["categories"] = merged["categories"] or []
         save_coco(tmp / SHARD_ANNOTATIONS, merged)
     return merged
 
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)

@@ -1,0 +1,71 @@
+"""The names of the experiment's arms: synthetic-set methods and detector sources.
+
+One registry, read by everything that needs a method name: the config validation (the
+schema's enum of ``synthesis.methods``), ``xsyn synthesize --method`` and its help, the
+recipes :mod:`xsyn.synthesis.run` samples with, the dispatch in :mod:`xsyn.synthesize`,
+and the workflow's rules (which methods need the generator). Adding a method here is
+the whole of registering it. This module imports nothing heavy: the Snakefile and the
+config loader read it at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REAL_ONLY = "none"  # the detector source "real data only" (results paths, tables, plots)
+
+
+@dataclass(frozen=True)
+class SynthesisMethod:
+    """A synthetic-set recipe. ``generator`` methods sample the fine-tuned generator with a
+    ``layout`` (:mod:`xsyn.synthesis.layouts`) and CAR / BOM on or off; the others
+    (TIP) composite real items without it."""
+
+    name: str
+    summary: str
+    generator: bool
+    layout: str | None = None
+    car: bool = False
+    bom: bool = False
+
+
+METHODS: dict[str, SynthesisMethod] = {m.name: m for m in (
+    SynthesisMethod("xsyn-a", "Xsyn-A: one new item on a benign object of each scan (CAR + BOM)",
+                    True, "xsyn-a", car=True, bom=True),
+    SynthesisMethod("xsyn-m", "Xsyn-M: every item of each scan re-generated in place (CAR + BOM)",
+                    True, "xsyn-m", car=True, bom=True),
+    SynthesisMethod("gligen-plain", "Xsyn-A layout, no CAR, no BOM: the requested boxes are the labels",
+                    True, "xsyn-a"),
+    SynthesisMethod("xsyn-a-nocar", "Xsyn-A without CAR (ablation)", True, "xsyn-a", bom=True),
+    SynthesisMethod("xsyn-a-nobom", "Xsyn-A without BOM (ablation)", True, "xsyn-a", car=True),
+    SynthesisMethod("free", "text-to-image without a source scan, boxes read from the attention",
+                    True, "free", car=True),
+    SynthesisMethod("tip", "TIP: real items cut out and pasted into other scans (two-stage baseline)",
+                    False),
+)}
+
+
+def get_method(name: str) -> SynthesisMethod:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown synthesis method {name!r}; expected one of {tuple(METHODS)}") from None
+
+
+def describe_methods() -> str:
+    """One line per method, for ``--help`` texts and docs."""
+    return "\n".join(f"{m.name}: {m.summary}" for m in METHODS.values())
+
+
+def parse_sources(spec: str) -> list[str]:
+    """A detector's ``--source``: ``"none"`` → ``[]``; ``"xsyn-a+tip"`` → ``["xsyn-a", "tip"]``."""
+    parts = [s.strip() for s in spec.split("+") if s.strip()]
+    if not parts:
+        raise ValueError(f"--source {spec!r}: empty source list (use {REAL_ONLY!r} for real only)")
+    if REAL_ONLY in parts:
+        if len(parts) > 1:
+            raise ValueError(f"--source {spec!r}: {REAL_ONLY!r} cannot be combined with other sources")
+        return []
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"--source {spec!r}: a source is listed twice")
+    return parts
