@@ -18,7 +18,7 @@ def generator_input(wildcards):
 
 
 rule synthesize_shard:
-    threads: TORCH_THREADS
+    threads: lambda w: 1 if w.method == "tip" else TORCH_THREADS  # tip: numpy + OpenCV, no torch
     input:
         dataset="data/{dataset}",
         generator=generator_input,
@@ -28,7 +28,7 @@ rule synthesize_shard:
         cfg=cfg_json("device", "synthesis", "tip"),
         generator=lambda w, input: f"--generator {input.generator[0]}" if input.generator else "",
     resources:
-        gpu=lambda w: 0 if w.method == "tip" else 1,
+        gpu=lambda w: 0 if w.method == "tip" else GPU_JOB,
     log:
         "results/logs/synthesize/{dataset}/{method}/{index}-of-{nshards}.log",
     shell:
