@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,7 +89,7 @@ def work_finetune(args: argparse.Namespace) -> dict:
     from finetune_speed import bench
 
     wait_for_go(args.barrier, args.name)
-    row = bench("tiny", 64, 8, "no", args.steps or 12, inpaint=True)
+    row = bench("tiny", 64, 8, "no", args.steps or 10, inpaint=True)
     return {"throughput": row["it_per_s"], "threads": row["threads"]}
 
 
@@ -223,9 +224,14 @@ def parse_result(out: str, err: str, cmd: list[str]) -> dict:
 
 
 def run_one(workload: str, policy: str, threads: int, opts: argparse.Namespace) -> dict:
+    """One measurement in a fresh process; NaN when it ran past ``--timeout``."""
     cmd = worker_cmd(workload, policy, opts)
-    proc = subprocess.run(cmd, env=worker_env(policy, threads), capture_output=True, text=True,
-                          timeout=opts.timeout)
+    try:
+        proc = subprocess.run(cmd, env=worker_env(policy, threads), capture_output=True, text=True,
+                              timeout=opts.timeout)
+    except subprocess.TimeoutExpired:
+        print(f"  {workload} {policy}: no result within {opts.timeout:.0f} s", flush=True)
+        return {"throughput": float("nan"), "threads": threads}
     return parse_result(proc.stdout, proc.stderr, cmd)
 
 
@@ -235,16 +241,21 @@ def run_pair(workload: str, policy: str, threads: int, opts: argparse.Namespace)
         cmds = [worker_cmd(workload, policy, opts, name, barrier) for name in ("a", "b")]
         procs = [subprocess.Popen(c, env=worker_env(policy, threads), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for c in cmds]
-        deadline = time.monotonic() + opts.timeout
-        while not all(Path(barrier, f"ready-{n}").exists() for n in ("a", "b")):
-            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        Path(barrier, "go").touch()
-        results = []
-        for p, c in zip(procs, cmds, strict=True):
-            out, err = p.communicate(timeout=opts.timeout)
-            results.append(parse_result(out, err, c))
+        try:
+            deadline = time.monotonic() + opts.timeout
+            while not all(Path(barrier, f"ready-{n}").exists() for n in ("a", "b")):
+                if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            Path(barrier, "go").touch()
+            results = []
+            for p, c in zip(procs, cmds, strict=True):
+                out, err = p.communicate(timeout=opts.timeout)
+                results.append(parse_result(out, err, c))
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
     return results
 
 
@@ -261,7 +272,7 @@ def contention_table(opts: argparse.Namespace) -> tuple[list[dict], bool]:
             rows.append({"workload": workload, "policy": policy, "omp_threads": threads,
                          "torch_threads": busy["threads"], "idle": idle["throughput"],
                          "busy": busy["throughput"], "ratio": ratio})
-            if policy == "new" and workload in ("finetune", "detector") and ratio < opts.bar:
+            if policy == "new" and workload in ("finetune", "detector") and not ratio >= opts.bar:
                 ok = False
             print(f"  {workload:9} {policy:3}  threads {threads}  idle {idle['throughput']:7.3f}  "
                   f"busy {busy['throughput']:7.3f} {UNITS[workload]}  ratio {ratio:.2f}", flush=True)
@@ -312,10 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-side-by-side", action="store_true", help="skip the side-by-side table")
     p.add_argument("--bar", type=float, default=0.55, help="least busy/idle ratio (new policy)")
     p.add_argument("--repeats", type=int, default=2, help="synthesis calls per measurement")
-    p.add_argument("--finetune-steps", type=int, default=12)
+    p.add_argument("--finetune-steps", type=int, default=10)
     p.add_argument("--synthesis-steps", type=int, default=8, help="denoising steps per call")
     p.add_argument("--detector-epochs", type=int, default=2, help="on 32 scans, batch 8")
-    p.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
+    p.add_argument("--timeout", type=float, default=300, help="seconds per measurement")
     p.add_argument("--label", default="measured under contention unless the machine was idle",
                    help="what else ran on the machine (printed with the table)")
     p.add_argument("--json", default=None, help="also write the rows here")
@@ -331,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         worker_main(args)
         return 0
 
+    # a terminated run still stops its workers and the busy loop (finally blocks run on exit)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.steps = {"finetune": args.finetune_steps, "synthesis": args.synthesis_steps,
                   "detector": args.detector_epochs}
     with tempfile.TemporaryDirectory(prefix="xsyn-contention-") as tmp:
