@@ -40,6 +40,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+# No xsyn or torch import up here: the worker of the old policy must load torch (and OpenMP)
+# before xsyn sets the passive wait policy.
+
 HERE = Path(__file__).resolve().parent
 WORKLOADS = ("finetune", "synthesis", "detector")
 UNITS = {"finetune": "it/s", "synthesis": "img/s", "detector": "img/s"}
@@ -50,6 +53,7 @@ BUSY_LOOP = "while True:\n    pass\n"
 
 
 def cores() -> int:
+    """Cores this process may run on (as :func:`xsyn.env.available_cores`)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS
@@ -64,10 +68,11 @@ def policy_threads(policy: str, workload: str, n_cores: int) -> int:
     return torch_threads
 
 
-def worker_env(policy: str, threads: int) -> dict[str, str]:
+def worker_env(threads: int) -> dict[str, str]:
+    """The caller's environment without its OpenMP settings, and the job's thread count. The
+    policies differ in what the worker imports first (see :func:`worker_main`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "KMP_"))}
     env.update({"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1"})
-    # new: xsyn sets the passive wait policy itself when imported before torch (see worker)
     return env
 
 
@@ -182,12 +187,15 @@ def work_detector(args: argparse.Namespace) -> dict:
 
 def worker_main(args: argparse.Namespace) -> None:
     if args.policy == "old":
+        waits = os.environ.get("OMP_WAIT_POLICY", "default")
         import torch  # noqa: F401  (loads OpenMP before xsyn can set the passive wait policy)
     import xsyn  # noqa: F401  (new: thread policy + offline environment before torch)
 
+    if args.policy == "new":
+        waits = os.environ.get("OMP_WAIT_POLICY", "default")
     result = {"finetune": work_finetune, "synthesis": work_synthesis, "detector": work_detector}[
         args.worker](args)
-    print(json.dumps(result))
+    print(json.dumps({**result, "waits": waits}))  # waits: OpenMP's wait policy when torch loaded
 
 
 # --------------------------------------------------------------------------- parent
@@ -227,11 +235,11 @@ def run_one(workload: str, policy: str, threads: int, opts: argparse.Namespace) 
     """One measurement in a fresh process; NaN when it ran past ``--timeout``."""
     cmd = worker_cmd(workload, policy, opts)
     try:
-        proc = subprocess.run(cmd, env=worker_env(policy, threads), capture_output=True, text=True,
+        proc = subprocess.run(cmd, env=worker_env(threads), capture_output=True, text=True,
                               timeout=opts.timeout)
     except subprocess.TimeoutExpired:
         print(f"  {workload} {policy}: no result within {opts.timeout:.0f} s", flush=True)
-        return {"throughput": float("nan"), "threads": threads}
+        return {"throughput": float("nan"), "threads": threads, "waits": "?"}
     return parse_result(proc.stdout, proc.stderr, cmd)
 
 
@@ -239,7 +247,7 @@ def run_pair(workload: str, policy: str, threads: int, opts: argparse.Namespace)
     """Two copies started together; they begin measuring at the same moment."""
     with tempfile.TemporaryDirectory() as barrier:
         cmds = [worker_cmd(workload, policy, opts, name, barrier) for name in ("a", "b")]
-        procs = [subprocess.Popen(c, env=worker_env(policy, threads), stdout=subprocess.PIPE,
+        procs = [subprocess.Popen(c, env=worker_env(threads), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for c in cmds]
         try:
             deadline = time.monotonic() + opts.timeout
@@ -270,7 +278,8 @@ def contention_table(opts: argparse.Namespace) -> tuple[list[dict], bool]:
                 busy = run_one(workload, policy, threads, opts)
             ratio = busy["throughput"] / idle["throughput"]
             rows.append({"workload": workload, "policy": policy, "omp_threads": threads,
-                         "torch_threads": busy["threads"], "idle": idle["throughput"],
+                         "torch_threads": busy["threads"], "waits": busy.get("waits", "?"),
+                         "idle": idle["throughput"],
                          "busy": busy["throughput"], "ratio": ratio})
             if policy == "new" and workload in ("finetune", "detector") and not ratio >= opts.bar:
                 ok = False
@@ -297,15 +306,15 @@ def side_by_side_table(opts: argparse.Namespace) -> list[dict]:
 
 def print_tables(rows: list[dict], pairs: list[dict], bar: float, label: str) -> None:
     print(f"\nOne core held by a busy loop, {cores()} cores ({label}); ratio = busy / idle, same run")
-    print("| job | policy | OMP threads | torch threads | idle | one core busy | ratio |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| job | policy | OMP threads | torch threads | OpenMP waits | idle | one core busy | ratio |")
+    print("|---|---|---:|---:|---|---:|---:|---:|")
     for r in rows:
         unit = UNITS[r["workload"]]
-        print(f"| {r['workload']} | {r['policy']} | {r['omp_threads']} | {r['torch_threads']} | "
+        print(f"| {r['workload']} | {r['policy']} | {r['omp_threads']} | {r['torch_threads']} | {r['waits']} | "
               f"{r['idle']:.3f} {unit} | {r['busy']:.3f} {unit} | {r['ratio']:.2f} |")
     print(f"bar: new policy, fine-tune and detector ratio ≥ {bar}")
     if pairs:
-        print("\nSide by side (idle machine): throughput of two jobs at once, 1 thread each, vs one job")
+        print("\nSide by side (no busy loop): throughput of two jobs at once, 1 thread each, vs one job at a time")
         print("| job | one job × N threads | one job × 1 thread | two side by side × 1 thread | "
               "pair / (one × N) | pair / (one × 1) |")
         print("|---|---:|---:|---:|---:|---:|")

@@ -27,7 +27,7 @@ def test_policy_threads_match_the_rules():
 def test_worker_env_drops_the_callers_openmp_settings(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
-    env = contention.worker_env("old", 3)
+    env = contention.worker_env(3)
     assert env["OMP_NUM_THREADS"] == "3"
     assert "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env
 
@@ -46,3 +46,5 @@ def test_short_run_prints_both_policies(tmp_path):
     assert [(r["workload"], r["policy"]) for r in rows] == [("synthesis", "old"), ("synthesis", "new")]
     assert all(r["idle"] > 0 and r["busy"] > 0 for r in rows)
     assert all(r["torch_threads"] == r["omp_threads"] for r in rows)
+    # old: OpenMP loaded with its default (spinning) waits; new: xsyn made them passive first
+    assert [r["waits"] for r in rows] == ["default", "PASSIVE"]
