@@ -12,6 +12,7 @@ Prints one JSON line per setting.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
@@ -66,8 +67,14 @@ def fake_batch(batch: int, resolution: int, latent: int, inpaint: bool, g: torch
     return out
 
 
-def bench(model: str, resolution: int, batch: int, precision: str, steps: int, inpaint: bool) -> dict:
+def bench(model: str, resolution: int, batch: int, precision: str, steps: int, inpaint: bool,
+          count_flops: bool | None = None) -> dict:
+    """it/s of the fine-tuning step; on GPU (or with ``count_flops``) also the FLOPs of one step
+    (forward + backward, counted on the first warm-up step) and the achieved TFLOP/s."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    count_flops = device == "cuda" if count_flops is None else count_flops
     cfg = load_config()
     if model == "tiny":
         comps = build_tiny_components(cfg["generator"]["tiny"], resolution, inpaint=inpaint)
@@ -90,14 +97,19 @@ def bench(model: str, resolution: int, batch: int, precision: str, steps: int, i
     g = torch.Generator().manual_seed(0)
     latent = resolution // comps.vae_scale_factor
     times = []
+    flops = None
     for i in range(steps + 2):
         b = fake_batch(batch, resolution, latent, inpaint, g)
         if device == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
-            loss = loss_module(b, g)
-        loss.backward()
+        counter = FlopCounterMode(display=False) if count_flops and i == 0 else contextlib.nullcontext()
+        with counter:
+            with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+                loss = loss_module(b, g)
+            loss.backward()
+        if count_flops and i == 0:
+            flops = counter.get_total_flops()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if device == "cuda":
@@ -105,12 +117,22 @@ def bench(model: str, resolution: int, batch: int, precision: str, steps: int, i
         if i >= 2:  # warm-up
             times.append(time.perf_counter() - t)
     mean = sum(times) / len(times)
+    peak = None
+    if device == "cuda":
+        from synthesis_speed import bf16_peak_tflops  # this folder is on sys.path when run from it
+
+        peak = bf16_peak_tflops(device)
+    extra = {}
+    if flops is not None:
+        extra = {"tflops_per_step": round(flops / 1e12, 4), "tflops_per_s": round(flops / mean / 1e12, 4),
+                 "bf16_peak_fraction": round(flops / mean / (peak * 1e12), 4) if peak else None}
     return {
         "model": model, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "resolution": resolution, "batch": batch, "precision": precision,
         "inpaint": inpaint, "trainable_params_M": round(sum(p.numel() for p in params) / 1e6, 2),
         "s_per_step": round(mean, 4), "it_per_s": round(1 / mean, 3), "images_per_s": round(batch / mean, 2),
         "peak_mem_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+        **extra,
     }
 
 

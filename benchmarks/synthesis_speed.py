@@ -101,6 +101,14 @@ def prepared_pipeline(comp: GeneratorComponents, device: str, dtype: torch.dtype
     return pipe, layouts, images, list(range(batch))
 
 
+def bf16_peak_tflops(device: str) -> float | None:
+    """Dense bf16 peak of the CUDA device in use, when its name is in the table."""
+    if not device.startswith("cuda"):
+        return None
+    gpu = torch.cuda.get_device_name(torch.device(device))
+    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in gpu), None)
+
+
 def make_clock(device: str):
     """Wall time on GPU; on CPU the process's CPU time, so that other jobs sharing the
     cores (this project's CI machine) do not leak into the ratios."""
@@ -139,10 +147,18 @@ def diffusers_reference(comp: GeneratorComponents) -> Any:
     return pipe
 
 
+VARIANTS = ("on", "off", "diffusers")
+
+
 def bench(name: str, comp: GeneratorComponents, size: int, args: argparse.Namespace,
-          car_cfg: dict, device: str, dtype: torch.dtype) -> dict[str, Any]:
+          car_cfg: dict, device: str, dtype: torch.dtype, variants: tuple[str, ...] = VARIANTS,
+          count_flops: bool | None = None) -> dict[str, Any]:
+    """One row: images/s of ``variants`` at ``args.batch``; on GPU (or with ``count_flops``)
+    also the UNet FLOPs per image and, on a GPU of known peak, the share of its bf16 peak."""
     from PIL import Image
 
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     pipe, layouts, images, seeds = prepared_pipeline(comp, device, dtype, args.batch, size)
     common = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "resolution": size}
     side = size // pipe.vae_scale_factor
@@ -168,12 +184,13 @@ def bench(name: str, comp: GeneratorComponents, size: int, args: argparse.Namesp
                 width=size, generator=torch.Generator("cpu").manual_seed(s), output_type="np")
 
     clock = make_clock(device)
-    # Interleave the three so that load changes on a shared machine hit them alike.
-    times = {"on": [], "off": [], "diffusers": []}
-    for fn in (on, off, reference):  # warm-up (kernels, allocator, SAM/GrabCut init)
+    # Interleave the variants so that load changes on a shared machine hit them alike.
+    runs = {k: fn for k, fn in (("on", on), ("off", off), ("diffusers", reference)) if k in variants}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for fn in runs.values():  # warm-up (kernels, allocator, SAM/GrabCut init)
         fn()
     for _ in range(args.repeats):
-        for key, fn in (("on", on), ("off", off), ("diffusers", reference)):
+        for key, fn in runs.items():
             _sync(device)
             t = clock()
             fn()
@@ -182,18 +199,23 @@ def bench(name: str, comp: GeneratorComponents, size: int, args: argparse.Namesp
     best = {k: min(v) for k, v in times.items()}
     ips = {k: args.batch / v for k, v in best.items()}
     row = {"model": name, "device": device, "dtype": str(dtype).replace("torch.", ""),
-           "resolution": size, "steps": args.steps, "batch": args.batch,
-           "images_per_s": ips, "ratio_on_off_time": best["on"] / best["off"],
-           "xsyn_off_vs_diffusers": ips["off"] / ips["diffusers"],
-           "xsyn_on_vs_diffusers": ips["on"] / ips["diffusers"]}
+           "resolution": size, "steps": args.steps, "batch": args.batch, "images_per_s": ips}
+    if "on" in ips and "off" in ips:
+        row["ratio_on_off_time"] = best["on"] / best["off"]
+    if "diffusers" in ips:
+        row.update({k: ips[v] / ips["diffusers"] for k, v in
+                    (("xsyn_off_vs_diffusers", "off"), ("xsyn_on_vs_diffusers", "on")) if v in ips})
     if device.startswith("cuda"):
+        row["peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
+    if count_flops if count_flops is not None else device.startswith("cuda"):
         flops = unet_flops_per_image(pipe, size, args.steps, args.guidance > 1)
-        gpu = torch.cuda.get_device_name()
-        peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in gpu), None)
         row["unet_tflops_per_image"] = flops / 1e12
-        if peak:
-            row["bf16_peak_fraction_on"] = flops * ips["on"] / (peak * 1e12)
-            row["bf16_peak_fraction_off"] = flops * ips["off"] / (peak * 1e12)
+        peak = bf16_peak_tflops(device)
+        for key in ("on", "off"):
+            if key in ips:
+                row[f"unet_tflops_per_s_{key}"] = flops * ips[key] / 1e12
+                if peak:
+                    row[f"bf16_peak_fraction_{key}"] = flops * ips[key] / (peak * 1e12)
     for m in (comp.unet, comp.vae, comp.text_encoder):
         m.to("cpu")
     return row

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import xsyn  # noqa: F401  (sets the offline variables before anything else is imported)
+# Before xsyn, which pins OMP_NUM_THREADS to every core when it is unset.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import xsyn  # noqa: E402, F401  (offline variables and thread policy before anything else)
 
 REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from xsyn.data.contract import share_tag
+from xsyn.env import gpu_visible
 from xsyn.methods import METHODS, parse_sources
 
 DATASET = config["dataset"]["name"]
@@ -22,8 +23,15 @@ wildcard_constraints:
     index=r"\d+",
     nshards=r"\d+",
 
-# Torch jobs take up to 8 cores each (Snakemake exports OMP_NUM_THREADS=threads to them).
+# Threads (README, "Threads"): Snakemake exports OMP_NUM_THREADS = a job's threads: and xsyn
+# holds torch to it. Torch's numbers depend on the thread count, so each rule keeps the count
+# its results were made with: fine-tuning and diffusion sampling one job with up to 8 cores,
+# detectors 1 thread (what ultralytics gave them before), so that they run side by side.
 TORCH_THREADS = max(1, min(workflow.cores, 8))
+DETECTOR_THREADS = 1
+# Jobs on a GPU take turns at it (the default profile declares gpu=1); on the CPU they hold
+# no gpu and run side by side as far as the cores allow.
+GPU_JOB = 1 if gpu_visible(config["device"]) else 0
 
 
 def cfg_json(*sections):

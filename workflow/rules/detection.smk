@@ -13,7 +13,7 @@ def model_file(wildcards):
 
 
 rule train_detector:
-    threads: TORCH_THREADS
+    threads: DETECTOR_THREADS
     input:
         dataset="data/{dataset}",
         synthetic=synthetic_inputs,
@@ -24,7 +24,7 @@ rule train_detector:
         model=model_file,
         run_dir=lambda w, output: str(Path(output[0]).parent),
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
     log:
         "results/logs/train/{dataset}/{model}/{source}/p{share}/s{seed}.log",
     shell:
@@ -35,7 +35,7 @@ rule train_detector:
 
 
 rule evaluate:
-    threads: TORCH_THREADS
+    threads: DETECTOR_THREADS
     input:
         weights="results/runs/{dataset}/{model}/{source}/p{share}/s{seed}/weights.pt",
         dataset="data/{dataset}",
@@ -45,7 +45,7 @@ rule evaluate:
         cfg=cfg_json("device", "detection"),
         splits=" ".join(config["detection"]["eval_splits"]),
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
     log:
         "results/logs/evaluate/{dataset}/{model}/{source}/p{share}/s{seed}.log",
     shell:

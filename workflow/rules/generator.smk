@@ -12,7 +12,7 @@ rule finetune:
     params:
         cfg=cfg_json("device", "generator", "finetune"),
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
     log:
         "results/logs/finetune.log",
     shell:

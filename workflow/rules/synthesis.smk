@@ -18,7 +18,7 @@ def generator_input(wildcards):
 
 
 rule synthesize_shard:
-    threads: TORCH_THREADS
+    threads: lambda w: TORCH_THREADS if METHODS[w.method].generator else 1  # tip: numpy + OpenCV, no torch
     input:
         dataset="data/{dataset}",
         generator=generator_input,
@@ -28,7 +28,7 @@ rule synthesize_shard:
         cfg=cfg_json("device", "synthesis", "tip"),
         generator=lambda w, input: f"--generator {input.generator[0]}" if input.generator else "",
     resources:
-        gpu=lambda w: 1 if METHODS[w.method].generator else 0,
+        gpu=lambda w: GPU_JOB if METHODS[w.method].generator else 0,
     log:
         "results/logs/synthesize/{dataset}/{method}/{index}-of-{nshards}.log",
     shell:

@@ -28,6 +28,11 @@ from xsyn.io import atomic_path, read_json, write_json
 
 TRAIN_KEYS = ("epochs", "imgsz", "batch", "workers")
 
+# ultralytics' select_device() sets torch to min(8, cpu_count - 1) threads for CPU work, whatever
+# the job was given; it runs when a trainer, a stand-alone validator or a predictor is set up, and
+# each of these events fires right after it.
+THREAD_RESET_EVENTS = ("on_pretrain_routine_start", "on_val_start", "on_predict_start")
+
 
 def is_rtdetr(model: str | os.PathLike) -> bool:
     return "rtdetr" in Path(model).name.lower()
@@ -59,7 +64,18 @@ def build_model(model: str | os.PathLike, family: str | None = None) -> Any:
 
     model = check_model(model)
     cls = RTDETR if is_rtdetr(family or model) else YOLO
-    return cls(model)
+    detector = cls(model)
+    keep_job_threads(detector)
+    return detector
+
+
+def keep_job_threads(detector: Any) -> None:
+    """Make the detector train and predict with the job's threads (:func:`xsyn.env.job_threads`),
+    not the count ultralytics picks for the machine."""
+    from xsyn.env import use_job_threads
+
+    for event in THREAD_RESET_EVENTS:
+        detector.add_callback(event, lambda _: use_job_threads())
 
 
 def ultralytics_args(det_cfg: Mapping[str, Any], seed: int, device: str, project: Path) -> dict[str, Any]:
