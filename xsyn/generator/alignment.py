@@ -1,0 +1,130 @@
+"""Attention that follows items: an alignment term for fine-tuning (our addition, DESIGN §5).
+
+CAR reads each class word's cross-attention to find the item the model painted. A large
+pretrained model's attention tends to follow objects; a small one, told *where* to paint by
+its inpainting mask, need not (``benchmarks/car_diagnosis.py``). This term pulls the
+class-token maps of the chosen ``attn2`` layers towards the items of that class, as
+published for Stable Diffusion:
+
+- TokenCompose (Wang et al. 2024), per class token and layer: ``(1 − Σ(A·M) / ΣA)²``, the
+  share of the token's attention that falls outside the item mask, squared; and a pixel
+  term, the BCE between the token's map (summed over its word pieces) and the binary mask;
+- Break-A-Scene (Avrahami et al. 2023): the MSE between the max-normalised word map and
+  the mask.
+
+Masks are the dataset's item segmentations where it has them (the phantom's exact masks,
+PIDray/COCO polygons), rectangles of the boxes otherwise; each class word's target is the
+union of all items of its class, at the latent resolution (coverage in [0, 1]).
+The authors did not use it: off in the paper profile unless set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xsyn.generator.objective import DenoisingPass
+from xsyn.synthesis.attention import attn2_resolutions
+from xsyn.synthesis.tokens import word_token_spans
+
+
+def alignment_layers(unet: torch.nn.Module, latent_side: int, blocks: Sequence[str],
+                     resolutions: Sequence[int]) -> list[str]:
+    """Names of the ``attn2`` layers in ``blocks`` that run at ``resolutions`` at the
+    generator's own resolution (the layers CAR reads when they match ``synthesis.car``)."""
+    chosen = [name for name, (kind, side) in attn2_resolutions(unet, latent_side).items()
+              if kind in blocks and side in resolutions]
+    if not chosen:
+        available = sorted(set(attn2_resolutions(unet, latent_side).values()))
+        raise ValueError(f"finetune.attention_alignment: no attn2 layer in blocks {list(blocks)} at "
+                         f"resolutions {list(resolutions)}; this UNet has (block, side) {available}")
+    return chosen
+
+
+def class_masks_from_annotations(anns: Sequence[Mapping[str, Any]], names: Mapping[int, str],
+                                 height: int, width: int, source: str) -> dict[str, np.ndarray]:
+    """Per class name, the union of its items as an H×W bool mask (``source``: ``masks`` =
+    segmentations where an annotation has one, rectangles otherwise; ``boxes`` = rectangles)."""
+    from pycocotools import mask as mask_utils
+
+    out: dict[str, np.ndarray] = {}
+    for a in anns:
+        m = np.zeros((height, width), bool)
+        seg = a.get("segmentation")
+        if source == "masks" and seg:
+            if isinstance(seg, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+            elif isinstance(seg.get("counts"), list):
+                rle = mask_utils.frPyObjects(seg, height, width)
+            else:
+                rle = seg
+            m = mask_utils.decode(rle).astype(bool)
+        else:
+            x, y, w, h = (float(v) for v in a["bbox"])
+            m[max(0, int(y)):int(np.ceil(y + h)), max(0, int(x)):int(np.ceil(x + w))] = True
+        name = names[a["category_id"]]
+        out[name] = out[name] | m if name in out else m
+    return out
+
+
+class AttentionAlignment:
+    """The alignment :class:`~xsyn.generator.objective.LossTerm` (weights inside, ``weight`` 1)."""
+
+    name = "attention_alignment"
+    weight = 1.0
+
+    def __init__(self, tokenizer: Any, layers: Sequence[str], token_weight: float, pixel_weight: float,
+                 mse_weight: float):
+        self.tokenizer = tokenizer
+        self.attention_layers = list(layers)
+        self.token_weight, self.pixel_weight, self.mse_weight = token_weight, pixel_weight, mse_weight
+        self._spans: dict[tuple[str, tuple[str, ...]], list[list[int]]] = {}
+
+    def spans(self, caption: str, words: tuple[str, ...]) -> list[list[int]]:
+        key = (caption, words)
+        if key not in self._spans:
+            self._spans[key] = word_token_spans(self.tokenizer, caption, list(words))
+        return self._spans[key]
+
+    def __call__(self, p: DenoisingPass) -> torch.Tensor:
+        batch = p.batch
+        masks: list[dict[str, torch.Tensor]] = batch["class_masks"]
+        token = pixel = mse = p.prediction.new_zeros(())
+        n_words = 0
+        for b, caption in enumerate(batch["captions"]):
+            words = tuple(w for w in masks[b] if caption and w.lower() in caption.lower())
+            if not words:
+                continue
+            for word, span in zip(words, self.spans(caption, words), strict=True):
+                if not span:
+                    continue
+                n_words += 1
+                for name in self.attention_layers:
+                    probs = p.attention[name][b].float().mean(0)  # (h·w, tokens), heads averaged
+                    side = int(round(probs.shape[0] ** 0.5))
+                    target = F.adaptive_avg_pool2d(masks[b][word][None, None].to(probs), side).reshape(-1)
+                    a = probs[:, span]  # (h·w, pieces)
+                    inside = (a * target[:, None]).sum(0) / a.sum(0).clamp_min(1e-8)
+                    token = token + ((1.0 - inside) ** 2).mean()
+                    word_map = a.sum(-1)
+                    binary = (target > 0.5).float()
+                    pixel = pixel + F.binary_cross_entropy(word_map.clamp(1e-6, 1 - 1e-6), binary)
+                    mse = mse + F.mse_loss(word_map / word_map.max().clamp_min(1e-8), target)
+        if n_words == 0:
+            return token
+        per = n_words * len(self.attention_layers)
+        return (self.token_weight * token + self.pixel_weight * pixel + self.mse_weight * mse) / per
+
+
+def build_alignment(cfg: Mapping[str, Any], comps: Any) -> AttentionAlignment | None:
+    """The configured term, or ``None`` when every weight is 0 (the authors' plain loss)."""
+    al = cfg["finetune"]["attention_alignment"]
+    if not (al["token_weight"] or al["pixel_weight"] or al["mse_weight"]):
+        return None
+    side = cfg["generator"]["resolution"] // comps.vae_scale_factor
+    layers = alignment_layers(comps.unet, side, al["blocks"], al["resolutions"])
+    return AttentionAlignment(comps.tokenizer, layers, al["token_weight"], al["pixel_weight"], al["mse_weight"])
