@@ -158,3 +158,25 @@ def test_finetune_with_alignment_trains_the_aligned_projections(tmp_path):
     w0 = dict(comps.unet.named_parameters())[f"{layer}.to_q.weight"]
     assert torch.equal(dict(plain.unet.named_parameters())[f"{layer}.to_q.weight"], w0)
     assert not torch.equal(dict(aligned.unet.named_parameters())[f"{layer}.to_q.weight"], w0)
+
+
+def test_attention_on_items_is_a_share_and_reaches_finetune_json(tmp_path):
+    import json
+
+    from xsyn.generator.alignment import attention_on_items
+    from xsyn.generator.finetune import finetune
+
+    ds = make_dataset(tmp_path / "ds", n=4, size=RES)
+    cfg = tiny_cfg(stages=[{"name": "inpainting", "steps": 1, "inpaint": True}], vae_steps=0, caption_drop_prob=0.0)
+    side = RES // 4
+    cfg["finetune"]["attention_alignment"]["resolutions"] = [side // 2]
+    comps = build_tiny_components(cfg["generator"]["tiny"], RES, inpaint=True)
+    comps.unet.register_to_config(sample_size=side)
+    examples, _ = load_examples(ds, "train", RES)
+    attach_class_masks(examples, ds, "train", RES, side, "boxes")
+    layers = alignment_layers(comps.unet, side, ["down", "up"], [side // 2])
+    got = attention_on_items(comps, examples, layers, repeats=1)
+    assert 0.0 <= got["share"] <= 1.0 and 0.0 < got["area"] < 1.0 and got["words"] > 0
+    finetune(cfg, ds, tmp_path / "gen")
+    report = json.loads((tmp_path / "gen" / "finetune.json").read_text())["attention_on_items"]
+    assert report["layers"] == layers and 0.0 <= report["share"] <= 1.0

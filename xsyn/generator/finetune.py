@@ -532,6 +532,27 @@ class FineTuner:
         result = conditioning_ratio(self.comps, examples, classes, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8))
         return {"split": split, "images": len(examples), **result}
 
+    def attention_check(self) -> dict[str, Any] | None:
+        """Share of each class word's attention on its items, on held-out scans, in the layers
+        the alignment term (configured or not) and CAR read (see ``alignment.attention_on_items``)."""
+        from xsyn.generator.alignment import alignment_layers, attention_on_items
+
+        if not self.comps.is_inpainting:
+            return None
+        al = self.ft["attention_alignment"]
+        split = "val" if (self.dataset / "annotations" / "val.json").is_file() else self.ft.get("train_split", "train")
+        examples, _ = load_examples(
+            self.dataset, split, self.gen["resolution"], self.ft.get("min_box_area", 0.01), self.ft.get("max_boxes", 8),
+        )
+        examples = [ex for ex in examples if len(ex.boxes)][:64]
+        if not examples:
+            return None
+        latent = self.gen["resolution"] // self.comps.vae_scale_factor
+        attach_class_masks(examples, self.dataset, split, self.gen["resolution"], latent, al["masks"])
+        layers = alignment_layers(self.comps.unet, latent, al["blocks"], al["resolutions"])
+        result = attention_on_items(self.comps, examples, layers, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8))
+        return {"split": split, "images": len(examples), "layers": layers, **result}
+
     def write_output(self) -> None:
         with atomic_dir(self.out) as tmp:
             write_generator(self.comps, tmp)
@@ -545,6 +566,7 @@ class FineTuner:
                 "num_train_images": len(self.examples),
                 "final_loss": {s.name: last_mean(self.records, s.name) for s in self.stages},
                 "conditioning": self.conditioning_check(),
+                "attention_on_items": self.attention_check(),
             })
             if self.extra_outputs is not None:
                 self.extra_outputs(self.comps, tmp)
