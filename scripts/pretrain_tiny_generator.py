@@ -58,21 +58,7 @@ def export(trained: Path, out: Path, minutes: float, extra: list[str], seed: int
         (tmp / "README.md").write_text(MODEL_CARD.format(
             minutes=minutes, ratio=cond.get("ratio", float("nan")), images=report["num_train_images"], seed=seed,
             steps=", ".join(f"{s['name']} {s['steps']}" for s in report["stages"] if s["steps"]), commit=commit[:10],
-            alignment=alignment_line(report),
         ))
-
-
-def alignment_line(report: dict) -> str:
-    """The model card's sentence on the attention-alignment term the model was trained with."""
-    weights = load_config([CONFIG])["finetune"]["attention_alignment"]
-    if not any(weights[k] for k in ("token_weight", "pixel_weight", "mse_weight")):
-        return "Trained without the attention-alignment term."
-    share = (report.get("attention_on_items") or {})
-    return (f"Trained with the attention-alignment term (token {weights['token_weight']:g}, pixel "
-            f"{weights['pixel_weight']:g}, MSE {weights['mse_weight']:g}; {weights['masks']} as targets), so "
-            f"its class-word cross-attention follows the items CAR refines boxes from"
-            + (f": on its own val split {share['share']:.3f} of a class word's attention falls on items of that "
-               f"class, which cover {share['area']:.3f} of the pixels" if share else "") + ".")
 
 
 MODEL_CARD = """# tiny-gligen-xray
@@ -88,7 +74,6 @@ VAE ×4, frozen random CLIP text encoder over the real CLIP BPE vocabulary), v-p
 - Steps: {steps}.
 - Conditioning ratio on its own val split: {ratio:.3f} (box loss with swapped / true classes;
   1.000 means the model ignores its phrases).
-- {alignment}
 - Stored in float16; `xsyn` loads it in float32. `pretrain.json` holds the run's figures,
   `loss.png` its loss curve.
 """
