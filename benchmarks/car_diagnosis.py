@@ -50,8 +50,8 @@ from xsyn.data.contract import (  # noqa: E402
     load_split,
     phrase_for,
 )
+from xsyn.generator.tokens import word_token_spans  # noqa: E402
 from xsyn.synthesis.car import _pixel_slice, search_window  # noqa: E402
-from xsyn.synthesis.tokens import word_token_spans  # noqa: E402
 
 
 class ProbeProcessor:

@@ -142,7 +142,7 @@ class RealScanCapture:
                  names: dict[int, str]) -> list[np.ndarray]:
         from xsyn.data.contract import caption_for, phrase_for
         from xsyn.generator.data import inpaint_mask
-        from xsyn.synthesis.tokens import word_token_spans
+        from xsyn.generator.tokens import word_token_spans
 
         torch = self.torch
         h, w = image.shape[:2]

@@ -10,12 +10,14 @@ import torch
 from pycocotools import mask as mask_utils
 from test_finetune import RES, make_dataset, tiny_cfg
 
-from xsyn.generator.alignment import (
-    AttentionAlignment,
-    alignment_layers,
+from xsyn.generator.alignment import AttentionAlignment, alignment_layers
+from xsyn.generator.data import (
+    attach_class_masks,
     class_masks_from_annotations,
+    latent_coverage,
+    load_examples,
+    make_batch,
 )
-from xsyn.generator.data import attach_class_masks, latent_coverage, load_examples, make_batch
 from xsyn.generator.factory import build_tiny_components, load_clip_tokenizer
 from xsyn.generator.finetune import FineTuner
 from xsyn.generator.objective import DenoisingPass

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xsyn.generator.objective import DenoisingPass
-from xsyn.synthesis.attention import attn2_resolutions
-from xsyn.synthesis.tokens import word_token_spans
+from xsyn.generator.data import make_batch
+from xsyn.generator.objective import DenoisingPass, Stage, TrainingObjective
+from xsyn.generator.tokens import word_token_spans
+from xsyn.generator.unet_layers import attn2_resolutions
 
 
 def alignment_layers(unet: torch.nn.Module, latent_side: int, blocks: Sequence[str],
@@ -43,32 +44,6 @@ def alignment_layers(unet: torch.nn.Module, latent_side: int, blocks: Sequence[s
         raise ValueError(f"finetune.attention_alignment: no attn2 layer in blocks {list(blocks)} at "
                          f"resolutions {list(resolutions)}; this UNet has (block, side) {available}")
     return chosen
-
-
-def class_masks_from_annotations(anns: Sequence[Mapping[str, Any]], names: Mapping[int, str],
-                                 height: int, width: int, source: str) -> dict[str, np.ndarray]:
-    """Per class name, the union of its items as an H×W bool mask (``source``: ``masks`` =
-    segmentations where an annotation has one, rectangles otherwise; ``boxes`` = rectangles)."""
-    from pycocotools import mask as mask_utils
-
-    out: dict[str, np.ndarray] = {}
-    for a in anns:
-        m = np.zeros((height, width), bool)
-        seg = a.get("segmentation")
-        if source == "masks" and seg:
-            if isinstance(seg, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-            elif isinstance(seg.get("counts"), list):
-                rle = mask_utils.frPyObjects(seg, height, width)
-            else:
-                rle = seg
-            m = mask_utils.decode(rle).astype(bool)
-        else:
-            x, y, w, h = (float(v) for v in a["bbox"])
-            m[max(0, int(y)):int(np.ceil(y + h)), max(0, int(x)):int(np.ceil(x + w))] = True
-        name = names[a["category_id"]]
-        out[name] = out[name] | m if name in out else m
-    return out
 
 
 class AttentionAlignment:
@@ -166,9 +141,6 @@ def attention_on_items(comps: Any, examples: list, layers: Sequence[str], repeat
     held-out scans at random timesteps (the boxes masked for repainting, as Xsyn-M samples),
     next to the share of the pixels those items cover (what attention spread evenly would
     score). A generator whose maps CAR can read scores well above its ``area``."""
-    from xsyn.generator.data import make_batch
-    from xsyn.generator.objective import Stage, TrainingObjective
-
     probe = _InsideShare(comps.tokenizer, layers)
     objective = TrainingObjective(comps, Stage("probe", 1, True, "unet"), False, terms=[probe]).eval()
     latent = comps.unet.config.sample_size

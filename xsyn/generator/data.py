@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,13 +117,39 @@ def load_examples(
     return examples, [names[k] for k in sorted(names)]
 
 
+def class_masks_from_annotations(anns: Sequence[Mapping[str, Any]], names: Mapping[int, str],
+                                 height: int, width: int, source: str) -> dict[str, np.ndarray]:
+    """Per class name, the union of its items as an H×W bool mask (``source``: ``masks`` =
+    segmentations where an annotation has one, rectangles otherwise; ``boxes`` = rectangles)."""
+    from pycocotools import (
+        mask as mask_utils,  # a dependency of evaluation; only loaded here when asked
+    )
+
+    out: dict[str, np.ndarray] = {}
+    for a in anns:
+        m = np.zeros((height, width), bool)
+        seg = a.get("segmentation")
+        if source == "masks" and seg:
+            if isinstance(seg, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+            elif isinstance(seg.get("counts"), list):
+                rle = mask_utils.frPyObjects(seg, height, width)
+            else:
+                rle = seg
+            m = mask_utils.decode(rle).astype(bool)
+        else:
+            x, y, w, h = (float(v) for v in a["bbox"])
+            m[max(0, int(y)):int(np.ceil(y + h)), max(0, int(x)):int(np.ceil(x + w))] = True
+        name = names[a["category_id"]]
+        out[name] = out[name] | m if name in out else m
+    return out
+
+
 def attach_class_masks(examples: list[Example], root: str | os.PathLike, split: str, resolution: int,
                        latent_size: int, source: str) -> None:
     """Give each example its class masks (the attention-alignment target) at ``latent_size``:
     ``source`` ``"masks"`` = item segmentations where the dataset has them, else box
     rectangles; ``"boxes"`` = rectangles. Read from the annotations only (no pixels)."""
-    from xsyn.generator.alignment import class_masks_from_annotations
-
     coco = load_split(root, split)
     names = category_names(coco)
     by_image = annotations_by_image(coco)

@@ -549,7 +549,10 @@ class FineTuner:
             return None
         latent = self.gen["resolution"] // self.comps.vae_scale_factor
         attach_class_masks(examples, self.dataset, split, self.gen["resolution"], latent, al["masks"])
-        layers = alignment_layers(self.comps.unet, latent, al["blocks"], al["resolutions"])
+        try:
+            layers = alignment_layers(self.comps.unet, latent, al["blocks"], al["resolutions"])
+        except ValueError as e:  # a diagnostic: a UNet without those layers is reported, not fatal
+            return {"skipped": str(e)}
         result = attention_on_items(self.comps, examples, layers, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8))
         return {"split": split, "images": len(examples), "layers": layers, **result}
 

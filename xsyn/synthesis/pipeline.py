@@ -35,6 +35,7 @@ from diffusers.models.attention import GatedSelfAttentionDense
 from diffusers.utils import BaseOutput
 from PIL import Image
 
+from xsyn.generator.tokens import word_token_spans
 from xsyn.synthesis.attention import AttentionStore, install_capture, remove_capture
 from xsyn.synthesis.bom import BomPatch, apply_bom, plan_bom
 from xsyn.synthesis.car import CarResult
@@ -42,7 +43,6 @@ from xsyn.synthesis.car import refine_boxes as car_refine_boxes
 from xsyn.synthesis.cues import cue_maps
 from xsyn.synthesis.layouts import Layout
 from xsyn.synthesis.segmenters import Segmenter, make_segmenter
-from xsyn.synthesis.tokens import word_token_spans
 
 ImageInput = np.ndarray | Image.Image
 
