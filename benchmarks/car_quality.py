@@ -35,12 +35,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # referee.py
+
 from xsyn.cli import add_config_arguments
 from xsyn.config import config_from_args
 from xsyn.data.boxes import clip_xywh, iou_xywh
 from xsyn.data.contract import DatasetError, annotations_by_image, category_names, load_split
 from xsyn.detection.evaluate import coco_evaluate
 from xsyn.synthesis.car import refine_boxes
+from xsyn.synthesis.cues import cue_maps
 from xsyn.synthesis.segmenters import make_segmenter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,7 +142,7 @@ class RealScanCapture:
                  names: dict[int, str]) -> list[np.ndarray]:
         from xsyn.data.contract import caption_for, phrase_for
         from xsyn.generator.data import inpaint_mask
-        from xsyn.synthesis.tokens import word_token_spans
+        from xsyn.generator.tokens import word_token_spans
 
         torch = self.torch
         h, w = image.shape[:2]
@@ -194,53 +197,93 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="maps from the exact masks, pooled + noised (tests the refiner alone)")
     src.add_argument("--generator", type=Path, metavar="DIR",
                      help="a trained generator folder: real attention capture on real scans")
+    p.add_argument("--mode", choices=("real", "generated"), default="real",
+                   help="real: jittered true boxes of real scans, scored against the truth; "
+                        "generated: Xsyn-A synthesis on held-out scans, scored against the referee")
     p.add_argument("--dataset", type=Path, default=None,
                    help="prepared dataset root (default data/<dataset.name> from the config)")
-    p.add_argument("--split", default="test", help="held-out split to measure on (default test)")
+    p.add_argument("--split", default="test", help="held-out split to measure on (default test; "
+                   "choose settings on val)")
     p.add_argument("--max-images", type=int, default=60)
     p.add_argument("--shift", type=float, default=None, help="±centre shift × box size (config car.benchmark_jitter)")
     p.add_argument("--scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="side scale range (config car.benchmark_jitter)")
     p.add_argument("--noise", type=float, default=0.15, help="oracle maps: noise std (map max = 1)")
-    p.add_argument("--methods", default="attention,grabcut",
-                   help="refiners to compare (comma list of grabcut, attention, sam); "
-                        "sam is added when synthesis.car.sam_path is set")
+    p.add_argument("--methods", default=None,
+                   help="refiners to compare (comma list of grabcut, attention, sam; default: the "
+                        "configured segmenter, plus attention); sam needs synthesis.car.sam_path")
+    p.add_argument("--cues", default=None,
+                   help="cues to compare (comma list of attention, difference, both; default: the "
+                        "configured one; real mode has only attention)")
+    p.add_argument("--priors", default=None,
+                   help="request-prior exponents to compare (comma list; default: the configured one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device for --generator (default: config)")
+    p.add_argument("--referee-steps", type=int, default=1500, help="generated mode: referee training steps")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     add_config_arguments(p)
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    cfg = config_from_args(args)
+def variant_name(segmenter: str, cue: str, prior: float, default: tuple[str, float]) -> str:
+    """The configured cue and prior keep the plain segmenter name (the table's main rows)."""
+    if (cue, prior) == default:
+        return segmenter
+    return f"{segmenter} | cue {cue} | prior {prior:g}"
+
+
+class Tally:
+    """Detections and IoUs of one row of the table."""
+
+    def __init__(self) -> None:
+        self.dets: list[dict] = []
+        self.ious: list[float] = []
+        self.fallbacks = 0
+        self.seconds = 0.0
+
+    def add(self, image_id: int, category_id: int, box, score: float, fallback: bool, truth) -> None:
+        self.dets.append({"image_id": image_id, "category_id": category_id,
+                          "bbox": [float(v) for v in box], "score": float(score)})
+        self.ious.append(iou_xywh(box, truth))
+        self.fallbacks += int(fallback)
+
+    def row(self, name: str, gt: dict) -> dict:
+        ev = coco_evaluate(gt, self.dets, source=f"CAR {name}")
+        n = max(len(self.ious), 1)
+        return {"method": name, "AP50": ev["stats"]["AP50"], "AP": ev["stats"]["AP"],
+                "mean_IoU": float(np.mean(self.ious)) if self.ious else 0.0,
+                "IoU>=0.5": float(np.mean(np.asarray(self.ious) >= 0.5)) if self.ious else 0.0,
+                "fallback_rate": self.fallbacks / n, "ms_per_box": 1000 * self.seconds / n}
+
+
+def refine_all(rows: dict[str, Tally], image: np.ndarray, maps, requested, car_cfg: dict,
+               segmenters: dict, cues: list[str], priors: list[float], default: tuple[str, float],
+               image_id: int, category_ids, truths, source: np.ndarray | None = None) -> None:
+    """Refine the same requests with every (segmenter, cue, prior) and tally them."""
+    for cue in cues:
+        for prior in priors:
+            cue_cfg = cue_maps(cue, maps, requested, source, image, prior=prior, blur=car_cfg["difference_blur"])
+            for seg_name, seg in segmenters.items():
+                name = variant_name(seg_name, cue, prior, default)
+                t0 = time.perf_counter()
+                res = refine_boxes(image, cue_cfg, requested, car_cfg, segmenter=seg)
+                rows.setdefault(name, Tally()).seconds += time.perf_counter() - t0
+                for r, cid, truth in zip(res, category_ids, truths, strict=True):
+                    rows[name].add(image_id, cid, r.box, r.score, r.fallback, truth)
+
+
+def real_scan_rows(args, cfg, root, coco, images, names, segmenters, cues, priors, default) -> tuple[dict, dict]:
+    """Jittered true boxes of real scans, refined from oracle or captured maps."""
     car_cfg = dict(cfg["synthesis"]["car"])
-    jit = car_cfg.get("benchmark_jitter", {})
-    shift = args.shift if args.shift is not None else jit.get("shift", 0.2)
-    scale = tuple(args.scale) if args.scale is not None else tuple(jit.get("scale", (0.7, 1.4)))
-    root = args.dataset or REPO / "data" / cfg["dataset"]["name"]
-    coco = load_split(root, args.split)
+    jit = car_cfg["benchmark_jitter"]
+    shift = args.shift if args.shift is not None else jit["shift"]
+    scale = tuple(args.scale) if args.scale is not None else tuple(jit["scale"])
     by_image = annotations_by_image(coco)
-    images = [img for img in coco["images"] if by_image[img["id"]]][: args.max_images]
-    if not images:
-        raise DatasetError(f"{root}: split {args.split!r} has no annotated images")
-    names = category_names(coco)
-
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if car_cfg.get("sam_path") and "sam" not in methods:
-        methods.append("sam")
-    segmenters = {m: make_segmenter({**car_cfg, "segmenter": m}) for m in methods}
-
-    capture = None
-    if args.generator is not None:
-        capture = RealScanCapture(args.generator, cfg, args.device or cfg["device"], args.seed)
-
+    capture = RealScanCapture(args.generator, cfg, args.device or cfg["device"], args.seed) if args.generator else None
     rng = np.random.default_rng(args.seed)
-    rows: dict[str, dict] = {m: {"dets": [], "ious": [], "fallbacks": 0, "seconds": 0.0}
-                             for m in ["requested", *methods]}
+    rows: dict[str, Tally] = {"requested": Tally()}
     gt_anns = []
-    for img_info in tqdm(images, desc="CAR benchmark", unit="img"):
+    for img_info in tqdm(images, desc="CAR benchmark (real scans)", unit="img"):
         anns = by_image[img_info["id"]]
         gt_anns.extend(anns)
         image = read_rgb(root / "images" / img_info["file_name"])
@@ -251,45 +294,133 @@ def main(argv=None) -> int:
             maps = oracle_maps(anns, img_info, rng, car_cfg["resolutions"][0], args.noise)
         else:
             maps = capture(image, img_info, anns, requested, names)
-        results = {"requested": [(b, 1.0, False) for b in requested]}
-        for m in methods:
-            t0 = time.perf_counter()
-            res = refine_boxes(image, maps, requested, car_cfg, segmenter=segmenters[m])
-            rows[m]["seconds"] += time.perf_counter() - t0
-            results[m] = [(r.box, r.score, r.fallback) for r in res]
-        for m, res in results.items():
-            for ann, (box, score, fb) in zip(anns, res, strict=True):
-                rows[m]["dets"].append({"image_id": img_info["id"], "category_id": ann["category_id"],
-                                        "bbox": [float(v) for v in box], "score": float(score)})
-                rows[m]["ious"].append(iou_xywh(box, ann["bbox"]))
-                rows[m]["fallbacks"] += int(fb)
-
+        cids = [ann["category_id"] for ann in anns]
+        for box, cid, t in zip(requested, cids, truth, strict=True):
+            rows["requested"].add(img_info["id"], cid, box, 1.0, False, t)
+        refine_all(rows, image, maps, requested, car_cfg, segmenters, cues, priors, default,
+                   img_info["id"], cids, truth)
     gt = {"images": images, "categories": coco["categories"], "annotations": gt_anns}
-    table = []
-    for m, r in rows.items():
-        ev = coco_evaluate(gt, r["dets"], source=f"CAR {m}")
-        n = len(r["ious"])
-        table.append({
-            "method": m,
-            "AP50": ev["stats"]["AP50"],
-            "AP": ev["stats"]["AP"],
-            "mean_IoU": float(np.mean(r["ious"])),
-            "IoU>=0.5": float(np.mean(np.asarray(r["ious"]) >= 0.5)),
-            "fallback_rate": r["fallbacks"] / n,
-            "ms_per_box": 1000 * r["seconds"] / n,
-        })
+    return rows, {"gt": gt, "jitter": {"shift": shift, "scale": list(scale)}}
+
+
+def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors, default) -> tuple[dict, dict]:
+    """Xsyn-A on held-out scans (CAR's cues all read from the same sample), judged by the referee."""
+    from referee import score_on_real, train_referee
+
+    from xsyn.data.contract import category_names
+    from xsyn.env import cache_root
+    from xsyn.synthesis.candidates import CandidateSource
+    from xsyn.synthesis.layouts import make_layout
+    from xsyn.synthesis.run import image_seed, load_pipeline
+
+    car_cfg = dict(cfg["synthesis"]["car"])
+    syn = cfg["synthesis"]
+    referee = train_referee(cfg, cache_root(), steps=args.referee_steps)
+    referee_real = score_on_real(referee, {**coco, "images": images}, root / "images",
+                                 car_cfg["benchmark_jitter"], args.seed + 7)
+    names = category_names(coco)
+    by_image = annotations_by_image(coco)
+    candidates = CandidateSource(coco, car_cfg)
+    pipe = load_pipeline(args.generator, {**cfg, "device": args.device or cfg["device"]})
+    size = int(cfg["generator"]["resolution"])
+    rows: dict[str, Tally] = {"requested": Tally()}
+    gt_anns, gt_images, unjudged = [], [], 0
+    jobs = []
+    for img in images:
+        src = read_rgb(root / "images" / img["file_name"])
+        if src.shape[:2] != (size, size):
+            src = cv2.resize(src, (size, size), interpolation=cv2.INTER_AREA)
+        sx, sy = size / img["width"], size / img["height"]
+        anns = [{**a, "bbox": [a["bbox"][0] * sx, a["bbox"][1] * sy, a["bbox"][2] * sx, a["bbox"][3] * sy]}
+                for a in by_image[img["id"]]]
+        regions = [[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy] for r in candidates(img["id"], src)]
+        seed = image_seed(syn["seed"], img["id"])
+        layout = make_layout("xsyn-a", anns, names, regions, (size, size), syn["xsyn_a"], seed)
+        if layout is not None:
+            jobs.append((img, layout, src, seed))
+    batch = int(syn["batch_size"]) if syn["batch_size"] != "auto" else 4
+    capture_cfg = {**car_cfg, "cue": "attention", "device": args.device or cfg["device"]}
+    for i in tqdm(range(0, len(jobs), batch), desc="CAR benchmark (generated scans)", unit="batch"):
+        chunk = jobs[i:i + batch]
+        out = pipe([j[1] for j in chunk], [j[2] for j in chunk], seeds=[j[3] for j in chunk],
+                   num_inference_steps=syn["steps"], guidance_scale=syn["guidance_scale"], eta=syn["eta"],
+                   negative_prompt=syn["negative_prompt"], car=capture_cfg, bom=None, return_maps=True,
+                   resolution=size)
+        for k, (img, layout, src, _) in enumerate(chunk):
+            generated = out.images[k]
+            requested = out.requested_boxes[k]
+            judged = referee.boxes(generated, requested)
+            keep = [n for n, b in enumerate(judged) if b is not None and b[2] > 0 and b[3] > 0]
+            unjudged += len(requested) - len(keep)
+            if not keep:
+                continue
+            gt_images.append({"id": img["id"], "file_name": img["file_name"], "width": size, "height": size})
+            truths = [judged[n] for n in keep]
+            reqs = [requested[n] for n in keep]
+            cids = [layout.category_ids[n] for n in keep]
+            maps = [out.maps[k][n] for n in keep]
+            for n, (t, cid) in enumerate(zip(truths, cids, strict=True)):
+                gt_anns.append({"id": len(gt_anns) + 1, "image_id": img["id"], "category_id": cid,
+                                "bbox": t, "area": t[2] * t[3], "iscrowd": 0})
+                rows["requested"].add(img["id"], cid, reqs[n], 1.0, False, t)
+            refine_all(rows, generated, maps, reqs, car_cfg, segmenters, cues, priors, default,
+                       img["id"], cids, truths, source=src)
+    gt = {"images": gt_images, "categories": coco["categories"], "annotations": gt_anns}
+    return rows, {"gt": gt, "referee": {"own_held_out": referee.info.get("own_held_out"),
+                                         "real_windows_of_this_split": referee_real},
+                  "unjudged_boxes": unjudged}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    car_cfg = dict(cfg["synthesis"]["car"])
+    root = args.dataset or REPO / "data" / cfg["dataset"]["name"]
+    coco = load_split(root, args.split)
+    by_image = annotations_by_image(coco)
+    images = [img for img in coco["images"] if by_image[img["id"]]][: args.max_images]
+    if not images:
+        raise DatasetError(f"{root}: split {args.split!r} has no annotated images")
+    names = category_names(coco)
+    if args.mode == "generated" and args.generator is None:
+        raise SystemExit("--mode generated needs --generator")
+
+    methods = ([m.strip() for m in args.methods.split(",") if m.strip()] if args.methods
+               else list(dict.fromkeys([car_cfg["segmenter"], "attention"])))
+    if car_cfg.get("sam_path") and "sam" not in methods:
+        methods.append("sam")
+    segmenters = {m: make_segmenter({**car_cfg, "segmenter": m}) for m in methods}
+    configured_cue = car_cfg["cue"] if args.mode == "generated" else "attention"
+    default = (configured_cue, float(car_cfg["prior"]))
+    cues = [c.strip() for c in args.cues.split(",")] if args.cues else [configured_cue]
+    if args.mode == "real" and set(cues) - {"attention"}:
+        raise SystemExit("--mode real: only the attention cue exists on a real scan (nothing was generated)")
+    priors = [float(p) for p in args.priors.split(",")] if args.priors else [float(car_cfg["prior"])]
+
+    if args.mode == "real":
+        rows, extra = real_scan_rows(args, cfg, root, coco, images, names, segmenters, cues, priors, default)
+    else:
+        rows, extra = generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors, default)
+    gt = extra.pop("gt")
+    table = [tally.row(name, gt) for name, tally in rows.items()]
     mode = f"generator {args.generator}" if args.generator else f"oracle maps (noise {args.noise})"
-    print(f"\nCAR quality — {root} [{args.split}], {len(images)} images, {len(gt_anns)} boxes; "
-          f"maps: {mode}; jitter shift ±{shift}, scale {scale[0]}–{scale[1]}; seed {args.seed}")
-    print(f"{'method':<10} {'AP50':>6} {'AP':>6} {'mIoU':>6} {'IoU≥.5':>7} {'fallback':>8} {'ms/box':>7}")
+    truth = "the referee's boxes" if args.mode == "generated" else "the true boxes"
+    print(f"\nCAR quality ({args.mode} scans) — {root} [{args.split}], {len(gt['images'])} images, "
+          f"{len(gt['annotations'])} boxes scored against {truth}; maps: {mode}; seed {args.seed}")
+    if "referee" in extra:
+        ref = extra["referee"]["real_windows_of_this_split"]
+        print(f"referee accuracy on real windows of this split: mean box IoU {ref['referee_mean_iou']:.3f} "
+              f"(IoU ≥ 0.5: {ref['referee_iou>=0.5']:.3f}; requests themselves: {ref['requested_mean_iou']:.3f}); "
+              f"boxes it could not judge: {extra['unjudged_boxes']}")
+    width = max(10, *(len(t["method"]) for t in table))
+    print(f"{'method':<{width}} {'AP50':>6} {'AP':>6} {'mIoU':>6} {'IoU≥.5':>7} {'fallback':>8} {'ms/box':>7}")
     for t in table:
-        print(f"{t['method']:<10} {t['AP50']:6.3f} {t['AP']:6.3f} {t['mean_IoU']:6.3f} "
+        print(f"{t['method']:<{width}} {t['AP50']:6.3f} {t['AP']:6.3f} {t['mean_IoU']:6.3f} "
               f"{t['IoU>=0.5']:7.3f} {t['fallback_rate']:8.3f} {t['ms_per_box']:7.1f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"mode": mode, "dataset": str(root), "split": args.split,
-                                        "shift": shift, "scale": list(scale), "seed": args.seed,
-                                        "table": table}, indent=1) + "\n")
+        args.out.write_text(json.dumps({"mode": mode, "scans": args.mode, "dataset": str(root), "split": args.split,
+                                        "seed": args.seed, "car": car_cfg, **extra, "table": table}, indent=1) + "\n")
     return 0
 
 

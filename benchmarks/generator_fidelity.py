@@ -267,8 +267,9 @@ def write_grid(path: Path, records: list[dict], real: np.ndarray, gen: np.ndarra
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--generator", type=Path, required=True, metavar="DIR",
-                   help="a trained generator folder (diffusers GLIGEN; inpainting UNet for the Xsyn-M case)")
+    p.add_argument("--generator", type=Path, required=True, nargs="+", metavar="DIR",
+                   help="trained generator folder(s) (diffusers GLIGEN; inpainting UNet for the Xsyn-M case); "
+                        "several are judged by the same classifier, on the same items and seeds")
     p.add_argument("--dataset", type=Path, default=Path("data/phantom"),
                    help="prepared dataset root (default data/phantom)")
     p.add_argument("--steps", type=int, default=20, help="DDIM sampling steps (default 20)")
@@ -278,21 +279,48 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--epochs", type=int, default=30, help="classifier epochs (default 30)")
     p.add_argument("--train-seconds", type=float, default=90.0,
-                   help="stop classifier training after the epoch that passes this wall time (default 90)")
+                   help="stop classifier training after the epoch that passes this wall time (default 90; "
+                        "0 = train all --epochs, the comparable choice on a shared machine)")
     p.add_argument("--threads", type=int, default=2,
                    help="torch CPU threads (default 2; use 1 when other jobs share the cores)")
     p.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
-    p.add_argument("--grid", type=Path, default=None, help="PNG: real vs generated crops of ~24 items")
+    p.add_argument("--grid", type=Path, default=None, help="PNG: real vs generated crops of ~24 items "
+                   "(of the first generator)")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def paint_items(generator: Path, items: list[dict], images: dict, scan, args, cats: dict,
+                device: torch.device) -> tuple[list, list, float]:
+    """Each item re-painted on its own scan by ``generator``; also the scan's VAE round trip."""
     from PIL import Image
 
-    from xsyn.config import resolve_device
     from xsyn.generator.factory import load_generator
     from xsyn.generator.samples import gligen_pipeline, sample_one
+
+    comps = load_generator(generator, device=device, dtype=torch.float32)
+    if not comps.is_inpainting:
+        print(f"warning: {generator} has a generation (4-channel) UNet, not an inpainting one: "
+              "the box is painted on a blank canvas, not on its scan", file=sys.stderr)
+    pipe = gligen_pipeline(comps)
+    size = int(comps.unet.config.sample_size) * comps.vae_scale_factor
+    gen_c, vae_c = [], []
+    t0 = time.perf_counter()
+    for k, ann in enumerate(tqdm(items, desc=f"painting items ({generator.name})", unit="item")):
+        img_info = images[ann["image_id"]]
+        box = xywh_to_unit_xyxy(ann["bbox"], img_info["width"], img_info["height"])
+        scan_px = cv2.resize(scan(img_info["id"]), (size, size), interpolation=cv2.INTER_AREA)
+        vae_c.append(crop_square(vae_roundtrip(comps, scan_px, device), box))
+        seed = args.seed * 100_003 + k
+        torch.manual_seed(seed)  # the pipeline noises the inpainting latent with the global RNG
+        painted = sample_one(pipe, cats[ann["category_id"]], box, size, args.steps, args.guidance, seed,
+                             background=Image.fromarray(scan_px) if comps.is_inpainting else None)
+        gen_c.append(crop_square(np.asarray(painted.convert("RGB")), box))
+    return gen_c, vae_c, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:  # noqa: C901 - a linear report
+    args = parse_args(argv)
+    from xsyn.config import resolve_device
 
     torch.set_num_threads(args.threads)
     device = torch.device(resolve_device(args.device))
@@ -311,24 +339,18 @@ def main(argv=None) -> int:
     train_splits = ["train"] + (["val"] if (root / "annotations" / "val.json").is_file() else [])
     x_train, y_train = real_crops(root, train_splits, label_of)
     x_test, y_test = real_crops(root, ["test"], label_of)
-    model, train_info = train_classifier(x_train, y_train, nc, args.epochs, args.seed, device, args.train_seconds)
+    budget = args.train_seconds if args.train_seconds > 0 else float("inf")
+    model, train_info = train_classifier(x_train, y_train, nc, args.epochs, args.seed, device, budget)
     test_acc = float((predict(model, x_test, device) == y_test).mean())
 
-    # 3. items, generated crops and controls
+    # 3. items, the controls, then each generator's painted crops
     items = select_items(test, args.max_items, args.seed)
     if not items:
         raise DatasetError(f"{root}: the test split has no annotations")
     images = {im["id"]: im for im in test["images"]}
     by_image = annotations_by_image(test)
     candidates = [(im, [xywh_to_unit_xyxy(a["bbox"], im["width"], im["height"]) for a in by_image[im["id"]]]) for im in test["images"]]
-    comps = load_generator(args.generator, device=device)
-    if not comps.is_inpainting:
-        print(f"warning: {args.generator} has a generation (4-channel) UNet, not an inpainting one: "
-              "the box is painted on a blank canvas, not on its scan", file=sys.stderr)
-    pipe = gligen_pipeline(comps)
-    size = int(comps.unet.config.sample_size) * comps.vae_scale_factor
     rng = np.random.default_rng(args.seed + 1)
-    real_c, gen_c, vae_c, empty_c, covers, records = [], [], [], [], [], []
     cache: dict[int, np.ndarray] = {}
 
     def scan(img_id: int) -> np.ndarray:
@@ -336,73 +358,71 @@ def main(argv=None) -> int:
             cache[img_id] = read_rgb(root / "images" / images[img_id]["file_name"])
         return cache[img_id]
 
-    t_gen = time.perf_counter()
-    for k, ann in enumerate(tqdm(items, desc="painting items", unit="item")):
+    real_c, empty_c, covers, records = [], [], [], []
+    for k, ann in enumerate(items):
         img_info = images[ann["image_id"]]
         box = xywh_to_unit_xyxy(ann["bbox"], img_info["width"], img_info["height"])
-        image = scan(img_info["id"])
-        real_c.append(crop_square(image, box))
+        real_c.append(crop_square(scan(img_info["id"]), box))
         other, cover = empty_scan_for(box, img_info["id"], candidates, rng)
         empty_c.append(crop_square(scan(other["id"]), box))
         covers.append(cover)
-        scan_px = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        vae_c.append(crop_square(vae_roundtrip(comps, scan_px, device), box))
-        seed = args.seed * 100_003 + k
-        torch.manual_seed(seed)  # the pipeline noises the inpainting latent with the global RNG
-        painted = sample_one(pipe, cats[ann["category_id"]], box, size, args.steps, args.guidance, seed,
-                             background=Image.fromarray(scan_px) if comps.is_inpainting else None)
-        gen_c.append(crop_square(np.asarray(painted.convert("RGB")), box))
         records.append({"annotation_id": ann["id"], "image_id": img_info["id"], "label": label_of[ann["category_id"]],
                         "class": cats[ann["category_id"]], "box": box, "no_item_image_id": other["id"],
-                        "no_item_cover": cover, "seed": seed})
-    gen_seconds = time.perf_counter() - t_gen
-
+                        "no_item_cover": cover, "seed": args.seed * 100_003 + k})
     labels = np.asarray([r["label"] for r in records])
-    preds = {kind: predict(model, np.stack(c), device)
-             for kind, c in (("real", real_c), ("real_vae", vae_c), ("generated", gen_c), ("no_item", empty_c))}
-    for r, pr, pg, pv, pe in zip(records, preds["real"], preds["generated"], preds["real_vae"], preds["no_item"],
-                                 strict=True):
-        r.update(pred_real=int(pr), pred_generated=int(pg), pred_real_vae=int(pv), pred_no_item=int(pe))
+    crops = {"real": real_c, "no_item": empty_c}
+    gen_seconds = {}
+    for gen in args.generator:
+        crops[f"generated:{gen}"], crops[f"real_vae:{gen}"], gen_seconds[str(gen)] = paint_items(
+            gen, items, images, scan, args, cats, device)
+    preds = {kind: predict(model, np.stack(c), device) for kind, c in crops.items()}
     acc = {kind: float((p == labels).mean()) for kind, p in preds.items()}
     per_class = {}
     for i, name in enumerate(names):
         sel = labels == i
         per_class[name] = {"n": int(sel.sum()),
                            **{kind: (float((p[sel] == i).mean()) if sel.any() else None) for kind, p in preds.items()}}
+    first = args.generator[0]
+    for r, pr, pg, pv, pe in zip(records, preds["real"], preds[f"generated:{first}"], preds[f"real_vae:{first}"],
+                                 preds["no_item"], strict=True):
+        r.update(pred_real=int(pr), pred_generated=int(pg), pred_real_vae=int(pv), pred_no_item=int(pe))
     total = time.perf_counter() - t_start
 
-    # 5. report
-    print(f"\nGenerator fidelity — {args.generator} on {root} [test]; {args.steps} steps, guidance {args.guidance}, "
-          f"{size} px, seed {args.seed}, device {device}")
+    # 4. report
+    print(f"\nGenerator fidelity on {root} [test]; {args.steps} steps, guidance {args.guidance}, seed {args.seed}, "
+          f"device {device}")
     print(f"classifier: {train_info['train_crops']} real crops ({'+'.join(train_splits)}), "
           f"{train_info['epochs']} epochs in {train_info['seconds']:.1f} s; "
           f"real test crops: {test_acc:.3f} ({len(y_test)} crops)")
-    print(f"items: {len(records)} ({nc} classes), chance {chance:.3f}; painting {gen_seconds:.1f} s "
-          f"({gen_seconds / len(records):.2f} s/item); no-item crops: mean item cover {np.mean(covers):.3f}")
-    rows = (("real", "real"), ("real_vae", "real → VAE"), ("generated", "generated"), ("no_item", "no item"))
-    print(f"{'crops':<12} {'accuracy':>8}  most predicted class")
+    print(f"items: {len(records)} ({nc} classes), chance {chance:.3f}; no-item crops: mean item cover "
+          f"{np.mean(covers):.3f}")
+    rows = [("real", "real"), ("no_item", "no item")]
+    for gen in args.generator:
+        rows += [(f"real_vae:{gen}", f"real → VAE ({gen.name})"), (f"generated:{gen}", f"generated ({gen.name})")]
+    label_w = max(len(lab) for _, lab in rows) + 1
+    print(f"{'crops':<{label_w}} {'accuracy':>8}  most predicted class")
     for kind, label in rows:
         top = np.bincount(preds[kind], minlength=nc)
-        print(f"{label:<12} {acc[kind]:8.3f}  {names[int(top.argmax())]} ({top.max() / len(labels):.0%})")
+        print(f"{label:<{label_w}} {acc[kind]:8.3f}  {names[int(top.argmax())]} ({top.max() / len(labels):.0%})")
     w = max(9, max(len(n) for n in names) + 1)
-    print("\nper class    " + "".join(f"{n[:w - 1]:>{w}}" for n in names))
-    print(f"{'n':<12} " + "".join(f"{per_class[n]['n']:>{w}d}" for n in names))
+    print(f"\n{'per class':<{label_w}}" + "".join(f"{n[:w - 1]:>{w}}" for n in names))
+    print(f"{'n':<{label_w}}" + "".join(f"{per_class[n]['n']:>{w}d}" for n in names))
     for kind, label in rows:
         cells = [per_class[n][kind] for n in names]
-        print(f"{label:<12} " + "".join(f"{'–':>{w}}" if v is None else f"{v:>{w}.3f}" for v in cells))
+        print(f"{label:<{label_w}}" + "".join(f"{'–':>{w}}" if v is None else f"{v:>{w}.3f}" for v in cells))
     print(f"\ntotal {total:.1f} s")
 
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "generator": str(args.generator), "dataset": str(root), "split": "test", "steps": args.steps,
-            "guidance": args.guidance, "resolution": size, "seed": args.seed, "device": str(device),
+            "generators": [str(g) for g in args.generator], "dataset": str(root), "split": "test",
+            "steps": args.steps, "guidance": args.guidance, "seed": args.seed, "device": str(device),
             "classes": names, "chance": chance, "n_items": len(records), "classifier": train_info,
             "classifier_real_test_accuracy": test_acc, "real_test_crops": len(y_test), "accuracy": acc,
             "per_class": per_class, "no_item_mean_cover": float(np.mean(covers)), "generation_seconds": gen_seconds,
             "total_seconds": total, "items": records}, indent=1) + "\n")
     if args.grid:
-        write_grid(args.grid, records, np.stack(real_c), np.stack(gen_c), names)
+        write_grid(args.grid, records, np.stack(real_c), np.stack(crops[f"generated:{first}"]), names)
 
     if test_acc < 2 * chance:
         print(f"FAIL: classifier real test accuracy {test_acc:.3f} < 2 × chance; the generated row is not meaningful")

@@ -7,10 +7,10 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
 
+from xsyn.generator.unet_layers import attn2_resolutions
 from xsyn.synthesis.attention import (
     AttentionStore,
     CaptureAttnProcessor,
-    attn2_resolutions,
     install_capture,
     remove_capture,
 )

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsyn.data.contract import caption_for
-from xsyn.synthesis import tokens
-from xsyn.synthesis.tokens import word_token_spans
+from xsyn.generator import tokens
+from xsyn.generator.tokens import word_token_spans
 
 PIDRAY = ["Baton", "Pliers", "Hammer", "Powerbank", "Scissors", "Wrench", "Gun", "Bullet",
           "Sprayer", "HandCuffs", "Knife", "Lighter"]

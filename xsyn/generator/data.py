@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ class Example:
     caption: str
     file_name: str
     classes: list[str] | None = None  # class name per box (captions of crops); None: unknown
+    # per class name, the union of its items as coverage in [0, 1] at the latent resolution
+    # (only when an attention-alignment term asks for it: finetune.attention_alignment)
+    class_masks: dict[str, np.ndarray] | None = None
 
 
 def crop_resize(img: Image.Image, boxes_xywh: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +57,18 @@ def crop_resize(img: Image.Image, boxes_xywh: np.ndarray, size: int) -> tuple[np
     xyxy = np.stack([b[:, 0] - left, b[:, 1] - top, b[:, 0] + b[:, 2] - left, b[:, 1] + b[:, 3] - top], 1)
     xyxy = np.clip(xyxy / side, 0.0, 1.0)
     return np.array(img, dtype=np.uint8), xyxy.astype(np.float32)
+
+
+def latent_coverage(mask: np.ndarray, resolution: int, latent_size: int) -> np.ndarray:
+    """An image-size bool mask → centre crop, resize, then coverage per latent cell (float16)."""
+    import cv2
+
+    h, w = mask.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    m = mask[top:top + side, left:left + side].astype(np.float32)
+    m = cv2.resize(m, (resolution, resolution), interpolation=cv2.INTER_AREA) if side != resolution else m
+    return cv2.resize(m, (latent_size, latent_size), interpolation=cv2.INTER_AREA).astype(np.float16)
 
 
 def load_examples(
@@ -99,6 +115,65 @@ def load_examples(
     if not examples:
         raise DatasetError(f"{root}/annotations/{split}.json: no images to train on")
     return examples, [names[k] for k in sorted(names)]
+
+
+def class_masks_from_annotations(anns: Sequence[Mapping[str, Any]], names: Mapping[int, str],
+                                 height: int, width: int, source: str) -> dict[str, np.ndarray]:
+    """Per class name, the union of its items as an H×W bool mask (``source``: ``masks`` =
+    segmentations where an annotation has one, rectangles otherwise; ``boxes`` = rectangles)."""
+    from pycocotools import (
+        mask as mask_utils,  # a dependency of evaluation; only loaded here when asked
+    )
+
+    out: dict[str, np.ndarray] = {}
+    for a in anns:
+        m = np.zeros((height, width), bool)
+        seg = a.get("segmentation")
+        if source == "masks" and seg:
+            if isinstance(seg, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+            elif isinstance(seg.get("counts"), list):
+                rle = mask_utils.frPyObjects(seg, height, width)
+            else:
+                rle = seg
+            m = mask_utils.decode(rle).astype(bool)
+        else:
+            x, y, w, h = (float(v) for v in a["bbox"])
+            m[max(0, int(y)):int(np.ceil(y + h)), max(0, int(x)):int(np.ceil(x + w))] = True
+        name = names[a["category_id"]]
+        out[name] = out[name] | m if name in out else m
+    return out
+
+
+def attach_class_masks(examples: list[Example], root: str | os.PathLike, split: str, resolution: int,
+                       latent_size: int, source: str) -> None:
+    """Give each example its class masks (the attention-alignment target) at ``latent_size``:
+    ``source`` ``"masks"`` = item segmentations where the dataset has them, else box
+    rectangles; ``"boxes"`` = rectangles. Read from the annotations only (no pixels)."""
+    coco = load_split(root, split)
+    names = category_names(coco)
+    by_image = annotations_by_image(coco)
+    by_file = {img["file_name"]: img for img in coco["images"]}
+    for ex in examples:
+        img = by_file.get(ex.file_name)
+        if img is None:
+            raise DatasetError(f"{root}/annotations/{split}.json: no image {ex.file_name!r} to take class masks from")
+        full = class_masks_from_annotations(by_image[img["id"]], names, img["height"], img["width"], source)
+        ex.class_masks = {c: latent_coverage(m, resolution, latent_size) for c, m in full.items()}
+
+
+def batch_class_masks(masks: dict[str, np.ndarray], flipped: bool, offset: tuple[int, int] | None,
+                      crop: int) -> dict[str, torch.Tensor]:
+    """An example's latent-resolution class masks, flipped and cut like its pixels."""
+    out = {}
+    for name, m in masks.items():
+        t = torch.from_numpy(m.astype(np.float32))
+        if flipped:
+            t = t.flip(-1)
+        if offset is not None:
+            t = t[offset[1]:offset[1] + crop, offset[0]:offset[0] + crop]
+        out[name] = t
+    return out
 
 
 def inpaint_mask(boxes: torch.Tensor, valid: torch.Tensor, size: int) -> torch.Tensor:
@@ -260,6 +335,12 @@ def make_batch(
     if offsets:
         out["crop_offsets"] = torch.tensor(offsets)
         out["crop"] = crop
+    with_masks = [examples[i].class_masks is not None for i in indices]
+    if any(with_masks):
+        if not all(with_masks):
+            raise ValueError("make_batch: some examples carry class masks and others do not")
+        out["class_masks"] = [batch_class_masks(examples[i].class_masks, r.flipped, r.offset, crop)
+                              for i, r in zip(indices, rows, strict=True)]
     return out
 
 

@@ -35,7 +35,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from xsyn.generator.data import Example, batch_indices, load_examples, make_batch, random_crop
+from xsyn.generator.alignment import build_alignment
+from xsyn.generator.data import (
+    Example,
+    attach_class_masks,
+    batch_indices,
+    load_examples,
+    make_batch,
+    random_crop,
+)
 from xsyn.generator.factory import (
     GeneratorComponents,
     build_components,
@@ -136,6 +144,10 @@ class FineTuner:
         self.micro_batch = per_step // denom
         self.seed = self.ft.get("seed", 0)
         self.examples = examples
+        alignment = self.ft["attention_alignment"]
+        self.aligns = any(alignment[k] for k in ("token_weight", "pixel_weight", "mse_weight"))
+        self.train_attention = alignment["train_attention"]
+        self.attention_params: tuple[str, ...] = ()  # set per stage: attn2 projections the alignment trains
         if self.examples is None:
             self.examples, _ = load_examples(
                 self.dataset, self.ft.get("train_split", "train"), self.gen["resolution"],
@@ -165,11 +177,13 @@ class FineTuner:
         return found[-1] if found else None
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        """Everything this run may have changed (tiny: all; pretrained: grounding params)."""
+        """Everything this run may have changed (tiny: all; pretrained: grounding params and
+        the attention projections an alignment term trains)."""
         state = {}
         for mod_name in ("unet", "text_encoder", "vae"):
             for n, t in getattr(self.comps, mod_name).state_dict().items():
-                if self.from_scratch or (mod_name == "unet" and is_grounding_param(n, True)):
+                if self.from_scratch or (mod_name == "unet" and (is_grounding_param(n, True)
+                                                                 or n.startswith(self.attention_params))):
                     state[f"{mod_name}.{n}"] = t.detach().cpu().clone()
         return state
 
@@ -265,7 +279,10 @@ class FineTuner:
         if stage.inpaint and self.comps.unet.config.in_channels != 9:
             widen_conv_in(self.comps.unet, 9)
         text_scale = self.ft.get("text_encoder_lr_scale", 1.0)
-        groups = select_trainable(self.comps, stage, self.from_scratch, train_text=text_scale > 0)
+        term = build_alignment(self.cfg, self.comps) if stage.kind == "unet" and self.aligns else None
+        extra = term.attention_layers if term is not None and self.train_attention else ()
+        self.attention_params = tuple(f"{layer}.{proj}." for layer in extra for proj in ("to_q", "to_k"))
+        groups = select_trainable(self.comps, stage, self.from_scratch, train_text=text_scale > 0, extra=extra)
         params = [p for ps in groups.values() for p in ps]
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
         for name in ("unet", "vae", "text_encoder"):
@@ -283,6 +300,7 @@ class FineTuner:
         )
         objective = TrainingObjective(
             self.comps, stage, "text_encoder" in groups, self.ft.get("mask_loss_weight", 1.0), self.ft.get("snr_gamma"),
+            terms=[term] if term is not None else (),
         )
         self.model, self.optimizer, self.lr_scheduler = acc.prepare(objective, optimizer, lr_scheduler)
         self.ema = None
@@ -456,6 +474,10 @@ class FineTuner:
                 "so it cannot train a generation stage; point generator.pretrained at a generation "
                 "checkpoint (e.g. gligen-1-4-generation-text-box) or keep only inpainting stages"
             )
+        if self.aligns and any(ex.class_masks is None for ex in self.examples):
+            attach_class_masks(self.examples, self.dataset, self.ft.get("train_split", "train"), self.gen["resolution"],
+                               self.gen["resolution"] // self.comps.vae_scale_factor,
+                               self.ft["attention_alignment"]["masks"])
         self.claim_work_dir()
         start_stage, start_step, checkpoint = self.resume()
         for i in range(start_stage, len(self.stages)):
@@ -510,6 +532,30 @@ class FineTuner:
         result = conditioning_ratio(self.comps, examples, classes, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8))
         return {"split": split, "images": len(examples), **result}
 
+    def attention_check(self) -> dict[str, Any] | None:
+        """Share of each class word's attention on its items, on held-out scans, in the layers
+        the alignment term (configured or not) and CAR read (see ``alignment.attention_on_items``)."""
+        from xsyn.generator.alignment import alignment_layers, attention_on_items
+
+        if not self.comps.is_inpainting:
+            return None
+        al = self.ft["attention_alignment"]
+        split = "val" if (self.dataset / "annotations" / "val.json").is_file() else self.ft.get("train_split", "train")
+        examples, _ = load_examples(
+            self.dataset, split, self.gen["resolution"], self.ft.get("min_box_area", 0.01), self.ft.get("max_boxes", 8),
+        )
+        examples = [ex for ex in examples if len(ex.boxes)][:64]
+        if not examples:
+            return None
+        latent = self.gen["resolution"] // self.comps.vae_scale_factor
+        attach_class_masks(examples, self.dataset, split, self.gen["resolution"], latent, al["masks"])
+        try:
+            layers = alignment_layers(self.comps.unet, latent, al["blocks"], al["resolutions"])
+        except ValueError as e:  # a diagnostic: a UNet without those layers is reported, not fatal
+            return {"skipped": str(e)}
+        result = attention_on_items(self.comps, examples, layers, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8))
+        return {"split": split, "images": len(examples), "layers": layers, **result}
+
     def write_output(self) -> None:
         with atomic_dir(self.out) as tmp:
             write_generator(self.comps, tmp)
@@ -523,6 +569,7 @@ class FineTuner:
                 "num_train_images": len(self.examples),
                 "final_loss": {s.name: last_mean(self.records, s.name) for s in self.stages},
                 "conditioning": self.conditioning_check(),
+                "attention_on_items": self.attention_check(),
             })
             if self.extra_outputs is not None:
                 self.extra_outputs(self.comps, tmp)

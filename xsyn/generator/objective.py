@@ -66,7 +66,8 @@ def is_grounding_param(name: str, inpaint: bool) -> bool:
 
 
 def select_trainable(
-    comps: GeneratorComponents, stage: Stage, from_scratch: bool, train_text: bool = True
+    comps: GeneratorComponents, stage: Stage, from_scratch: bool, train_text: bool = True,
+    extra: Sequence[str] = (),
 ) -> dict[str, list[torch.nn.Parameter]]:
     """Set ``requires_grad`` for a stage; returns the trained parameters by module.
 
@@ -75,6 +76,10 @@ def select_trainable(
     jointly from scratch it can collapse to one output for every prompt (measured on the
     smoke run: phrase embeddings 5.0 apart at init, 0.1 after training), and then the
     UNet cannot tell a gun from scissors.
+
+    ``extra`` (pretrained models): ``attn2`` layer names whose query and key projections
+    also train; an attention-alignment term acts through them (the authors' set alone can
+    move a layer's attention only through the features upstream of it).
     """
     for m in (comps.unet, comps.vae, comps.text_encoder):
         m.requires_grad_(False)
@@ -89,8 +94,9 @@ def select_trainable(
             groups["text_encoder"] = list(comps.text_encoder.parameters())
         return groups
     params = []
+    attention = tuple(f"{layer}.{proj}." for layer in extra for proj in ("to_q", "to_k"))
     for name, p in comps.unet.named_parameters():
-        if is_grounding_param(name, stage.inpaint):
+        if is_grounding_param(name, stage.inpaint) or name.startswith(attention):
             p.requires_grad_(True)
             params.append(p)
     return {"unet": params}

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
+from xsyn.generator.unet_layers import attn2_resolutions
+
 
 class AttentionStore:
     """Per-resolution accumulators ``(batch, side², tokens)`` in float32 on the device.
@@ -117,31 +119,6 @@ class CaptureAttnProcessor(AttnProcessor2_0):
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
-
-
-def attn2_resolutions(unet: torch.nn.Module, latent_side: int) -> dict[str, tuple[str, int]]:
-    """Every ``attn2`` module name → (block kind, latent side it runs at).
-
-    In ``UNet2DConditionModel`` down block ``i`` runs at ``latent / 2^i`` (each block but
-    the last downsamples at its end), the mid block at the coarsest side, and up block
-    ``j`` at ``latent / 2^(n-1-j)`` (each upsamples at its end).
-    """
-    n = len(unet.down_blocks)
-    out = {}
-    for name, module in unet.named_modules():
-        if not (name.endswith(".attn2") and isinstance(module, Attention)):
-            continue
-        parts = name.split(".")
-        if parts[0] == "down_blocks":
-            kind, level = "down", int(parts[1])
-        elif parts[0] == "up_blocks":
-            kind, level = "up", n - 1 - int(parts[1])
-        elif parts[0] == "mid_block":
-            kind, level = "mid", n - 1
-        else:
-            continue
-        out[name] = (kind, latent_side // 2 ** level)
-    return out
 
 
 def install_capture(unet: torch.nn.Module, store: AttentionStore, latent_side: int,

@@ -35,13 +35,14 @@ from diffusers.models.attention import GatedSelfAttentionDense
 from diffusers.utils import BaseOutput
 from PIL import Image
 
+from xsyn.generator.tokens import word_token_spans
 from xsyn.synthesis.attention import AttentionStore, install_capture, remove_capture
 from xsyn.synthesis.bom import BomPatch, apply_bom, plan_bom
 from xsyn.synthesis.car import CarResult
 from xsyn.synthesis.car import refine_boxes as car_refine_boxes
+from xsyn.synthesis.cues import cue_maps
 from xsyn.synthesis.layouts import Layout
 from xsyn.synthesis.segmenters import Segmenter, make_segmenter
-from xsyn.synthesis.tokens import word_token_spans
 
 ImageInput = np.ndarray | Image.Image
 
@@ -364,18 +365,23 @@ class XsynPipeline(DiffusionPipeline):
         so a cue comparing the two inside each search window (the attenuation the model
         added, DESIGN §5) has what it needs here; ``maps[i]``: one H×W attention map per
         box of image ``i``; ``requested[i]``: its xywh boxes. The current refinement
-        (:func:`xsyn.synthesis.car.refine_boxes`) reads the generated image and the maps.
+        (:func:`xsyn.synthesis.car.refine_boxes`) reads the generated image and the map of
+        ``car["cue"]`` (:func:`xsyn.synthesis.cues.cue_maps`: the attention, the attenuation
+        the model added, or both).
         """
         if sources is not None and len(sources) != len(generated):
             raise ValueError(f"CAR: {len(sources)} source images for {len(generated)} generated ones")
         seg = self.segmenter(car)
+        cue = car["cue"] if sources is not None else "attention"  # free layouts have no source
         results = []
-        for image, image_maps, boxes, seed in zip(generated, maps, requested, seeds, strict=True):
+        for i, (image, image_maps, boxes, seed) in enumerate(zip(generated, maps, requested, seeds, strict=True)):
+            boxes = [list(b) for b in boxes]
+            cues = cue_maps(cue, list(image_maps), boxes, None if sources is None else sources[i], image,
+                            prior=car["prior"], blur=car["difference_blur"])
             # GrabCut's GMM init draws from OpenCV's global RNG: seed it per image so
             # the refined boxes depend on the image's seed, not on what ran before.
             cv2.setRNGSeed(int(seed) % 2**31)
-            results.append(car_refine_boxes(image, list(image_maps), [list(b) for b in boxes], dict(car),
-                                            segmenter=seg))
+            results.append(car_refine_boxes(image, cues, boxes, dict(car), segmenter=seg))
         return results
 
     # ------------------------------------------------------------------ sampling
