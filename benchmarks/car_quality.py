@@ -219,7 +219,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="request-prior exponents to compare (comma list; default: the configured one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device for --generator (default: config)")
-    p.add_argument("--referee-steps", type=int, default=1500, help="generated mode: referee training steps")
+    p.add_argument("--referee-steps", type=int, default=3000, help="generated mode: referee training steps")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     add_config_arguments(p)
     return p.parse_args(argv)

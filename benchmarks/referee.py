@@ -151,6 +151,21 @@ def item_windows(coco: dict, images_dir: Path, margin: float, jitter: dict, rng:
     return np.stack(crops), np.stack(targets), meta
 
 
+def blur_some(x: torch.Tensor, g: torch.Generator, max_sigma: float = 1.5) -> torch.Tensor:
+    """Half of the windows blurred by a random Gaussian (σ up to ``max_sigma`` px): generated
+    scans come through a VAE decoder, which softens edges; the referee must not read sharpness
+    as "real item" (measured: a referee trained on crisp windows only lost 0.05 box IoU on
+    VAE round trips of real scans)."""
+    import torchvision.transforms.functional as TF
+
+    out = x.clone()
+    for i in range(len(x)):
+        if torch.rand(1, generator=g) < 0.5:
+            sigma = float(0.3 + (max_sigma - 0.3) * torch.rand(1, generator=g))
+            out[i] = TF.gaussian_blur(x[i], kernel_size=7, sigma=sigma)
+    return out
+
+
 def referee_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -164,12 +179,12 @@ def build_referee_data(folder: Path, cfg: dict, seed: int, num_images: int) -> d
     return json.loads((folder / "annotations.json").read_text())
 
 
-def train_referee(cfg: dict, cache: Path, seed: int = 2, num_images: int = 400, steps: int = 1500,
+def train_referee(cfg: dict, cache: Path, seed: int = 2, num_images: int = 400, steps: int = 3000,
                   batch: int = 16) -> Referee:
     """Train (or load from ``cache``) the referee for this phantom config and CAR window."""
     car = cfg["synthesis"]["car"]
     settings = {"phantom": cfg["phantom"], "seed": seed, "images": num_images, "steps": steps,
-                "margin": car["margin"], "jitter": car["benchmark_jitter"], "window": WINDOW, "v": 1}
+                "margin": car["margin"], "jitter": car["benchmark_jitter"], "window": WINDOW, "v": 2}
     if seed == cfg["phantom"]["seed"]:
         raise ValueError(f"referee seed {seed} is the judged dataset's phantom.seed: it would train on its scans")
     key = referee_key(settings)
@@ -200,6 +215,7 @@ def train_referee(cfg: dict, cache: Path, seed: int = 2, num_images: int = 400, 
             xb, yb = xb.flip(-1), yb.flip(-1)
         if torch.rand(1, generator=g) < 0.5:
             xb, yb = xb.flip(-2), yb.flip(-2)
+        xb = blur_some(xb, g)
         logits = model(xb)
         p = torch.sigmoid(logits)
         dice = 1 - (2 * (p * yb).sum((1, 2)) + 1) / (p.sum((1, 2)) + yb.sum((1, 2)) + 1)

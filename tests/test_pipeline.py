@@ -149,6 +149,23 @@ def test_car_step_sees_sources_and_non_bom_images_side_by_side(generator):
     assert seen["requested"] == [lay.boxes for lay in _layouts()] and seen["seeds"] == [5, 6]
 
 
+@pytest.mark.parametrize("cue", ["difference", "both"])
+def test_car_cues_that_read_the_source_run_in_the_pipeline(generator, cue):
+    """The difference cues refine from the source scans the CAR step receives; a free layout
+    (no source) refines from its attention."""
+    pipe = XsynPipeline.from_pretrained(generator, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    car = {**_cfg()["synthesis"]["car"], "cue": cue}
+    out = pipe(_layouts(), _images(), seeds=[5, 6], num_inference_steps=2, car=car)
+    attention = pipe(_layouts(), _images(), seeds=[5, 6], num_inference_steps=2, car={**car, "cue": "attention"})
+    for image, want in zip(out.images, attention.images, strict=True):
+        np.testing.assert_array_equal(image, want)  # the cue reads the sample, never steers it
+    assert [len(r) for r in out.car] == [2, 1] and all(0 <= r.score <= 1 for r in out.car[0])
+    free = pipe([Layout([], ["Gun"], [1], inpaint=False)], None, seeds=[0], num_inference_steps=2, car=car,
+                resolution=SIZE)
+    assert len(free.boxes[0]) == 1
+
+
 def test_check_inputs_names_the_problem(generator):
     pipe = XsynPipeline.from_pretrained(generator, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
