@@ -256,6 +256,17 @@ class Tally:
                 "fallback_rate": self.fallbacks / n, "ms_per_box": 1000 * self.seconds / n}
 
 
+def paired_gain(ious: list[float], requested: list[float], seed: int, draws: int = 2000) -> tuple[float, list[float]]:
+    """Mean IoU gain over the requested boxes (same boxes, paired) and its 95 % bootstrap CI
+    over boxes: how sure the table is that a refiner moves boxes towards the items."""
+    d = np.asarray(ious, float) - np.asarray(requested, float)
+    if d.size == 0:
+        return 0.0, [0.0, 0.0]
+    idx = np.random.default_rng(seed).integers(0, d.size, (draws, d.size))
+    means = d[idx].mean(1)
+    return float(d.mean()), [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
 def refine_all(rows: dict[str, Tally], image: np.ndarray, maps, requested, car_cfg: dict,
                segmenters: dict, cues: list[str], priors: list[float], default: tuple[str, float],
                image_id: int, category_ids, truths, source: np.ndarray | None = None) -> None:
@@ -403,6 +414,8 @@ def main(argv=None) -> int:
         rows, extra = generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors, default)
     gt = extra.pop("gt")
     table = [tally.row(name, gt) for name, tally in rows.items()]
+    for t, tally in zip(table, rows.values(), strict=True):
+        t["dIoU"], t["dIoU_ci95"] = paired_gain(tally.ious, rows["requested"].ious, args.seed)
     mode = f"generator {args.generator}" if args.generator else f"oracle maps (noise {args.noise})"
     truth = "the referee's boxes" if args.mode == "generated" else "the true boxes"
     print(f"\nCAR quality ({args.mode} scans) — {root} [{args.split}], {len(gt['images'])} images, "
@@ -413,10 +426,13 @@ def main(argv=None) -> int:
               f"(IoU ≥ 0.5: {ref['referee_iou>=0.5']:.3f}; requests themselves: {ref['requested_mean_iou']:.3f}); "
               f"boxes it could not judge: {extra['unjudged_boxes']}")
     width = max(10, *(len(t["method"]) for t in table))
-    print(f"{'method':<{width}} {'AP50':>6} {'AP':>6} {'mIoU':>6} {'IoU≥.5':>7} {'fallback':>8} {'ms/box':>7}")
+    print(f"{'method':<{width}} {'AP50':>6} {'AP':>6} {'mIoU':>6} {'ΔmIoU [95% CI]':>22} {'IoU≥.5':>7} "
+          f"{'fallback':>8} {'ms/box':>7}")
     for t in table:
+        lo, hi = t["dIoU_ci95"]
         print(f"{t['method']:<{width}} {t['AP50']:6.3f} {t['AP']:6.3f} {t['mean_IoU']:6.3f} "
-              f"{t['IoU>=0.5']:7.3f} {t['fallback_rate']:8.3f} {t['ms_per_box']:7.1f}")
+              f"{t['dIoU']:+7.3f} [{lo:+.3f}, {hi:+.3f}] {t['IoU>=0.5']:7.3f} {t['fallback_rate']:8.3f} "
+              f"{t['ms_per_box']:7.1f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"mode": mode, "scans": args.mode, "dataset": str(root), "split": args.split,
