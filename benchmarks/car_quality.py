@@ -38,7 +38,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # referee.py
 
 from xsyn.cli import add_config_arguments
-from xsyn.config import config_from_args
+from xsyn.config import load_config
 from xsyn.data.boxes import clip_xywh, iou_xywh
 from xsyn.data.contract import DatasetError, annotations_by_image, category_names, load_split
 from xsyn.detection.evaluate import coco_evaluate
@@ -307,6 +307,7 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
     """Xsyn-A on held-out scans (CAR's cues all read from the same sample), judged by the referee."""
     from referee import score_on_real, train_referee
 
+    from xsyn.config import resolve_device
     from xsyn.data.contract import category_names
     from xsyn.env import cache_root
     from xsyn.synthesis.candidates import CandidateSource
@@ -320,7 +321,7 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
                                  car_cfg["benchmark_jitter"], args.seed + 7)
     names = category_names(coco)
     by_image = annotations_by_image(coco)
-    candidates = CandidateSource(coco, car_cfg)
+    candidates = CandidateSource(coco, car_cfg, resolve_device(args.device or cfg["device"]))
     pipe = load_pipeline(args.generator, {**cfg, "device": args.device or cfg["device"]})
     size = int(cfg["generator"]["resolution"])
     rows: dict[str, Tally] = {"requested": Tally()}
@@ -328,12 +329,13 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
     jobs = []
     for img in images:
         src = read_rgb(root / "images" / img["file_name"])
+        found = candidates(img["id"], src)  # in the scan's own pixels
         if src.shape[:2] != (size, size):
             src = cv2.resize(src, (size, size), interpolation=cv2.INTER_AREA)
         sx, sy = size / img["width"], size / img["height"]
         anns = [{**a, "bbox": [a["bbox"][0] * sx, a["bbox"][1] * sy, a["bbox"][2] * sx, a["bbox"][3] * sy]}
                 for a in by_image[img["id"]]]
-        regions = [[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy] for r in candidates(img["id"], src)]
+        regions = [[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy] for r in found]
         seed = image_seed(syn["seed"], img["id"])
         layout = make_layout("xsyn-a", anns, names, regions, (size, size), syn["xsyn_a"], seed)
         if layout is not None:
@@ -373,7 +375,7 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = config_from_args(args)
+    cfg = load_config(args.config, args.set, args.config_json)  # a benchmark reads the whole config
     car_cfg = dict(cfg["synthesis"]["car"])
     root = args.dataset or REPO / "data" / cfg["dataset"]["name"]
     coco = load_split(root, args.split)

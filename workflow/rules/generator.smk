@@ -10,11 +10,30 @@ rule finetune:
     output:
         directory("results/models/generator"),
     params:
-        cfg=cfg_json("device", "generator", "finetune"),
+        cfg=cfg_for("finetune"),
     resources:
         gpu=GPU_JOB,
     log:
         "results/logs/finetune.log",
     shell:
         "xsyn finetune --dataset {input.dataset} --out {output} --work-dir {output}.work "
+        "--config-json {params.cfg:q} 2> {log}"
+
+
+rule generator_samples:
+    threads: TORCH_THREADS
+    input:
+        generator="results/models/generator",
+        dataset=f"data/{DATASET}",
+    output:
+        report("results/grids/generator.png", caption="../report/grid_generator.rst", category="Samples",
+               labels={"source": "generator"}),
+    params:
+        cfg=cfg_for("samples"),
+    resources:
+        gpu=GPU_JOB,
+    log:
+        "results/logs/grids/generator.log",
+    shell:
+        "xsyn samples --generator {input.generator} --dataset {input.dataset} --out {output} "
         "--config-json {params.cfg:q} 2> {log}"
