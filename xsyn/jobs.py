@@ -120,6 +120,15 @@ def leaves(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
+def launcher(processes: int, mixed_precision: str) -> str:
+    """How a rule starts ``xsyn``: itself for one process; ``accelerate launch`` with one
+    process per GPU for more (``finetune.gpus``), so the GPUs a job asks for all train."""
+    if processes == 1:
+        return "xsyn"
+    return (f"accelerate launch --multi_gpu --num_processes {processes} --num_machines 1 "
+            f"--mixed_precision {mixed_precision} --dynamo_backend no -m xsyn")
+
+
 def job_config(cfg: Mapping[str, Any], command: str, method: str | None = None) -> dict[str, Any]:
     """What a rule hands ``xsyn command`` for one job (``method``: the job's wildcard)."""
     return cut(cfg, reads(command, method))

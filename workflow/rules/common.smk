@@ -7,9 +7,11 @@ import json
 import re
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from xsyn.data.contract import share_tag
 from xsyn.env import gpu_visible
-from xsyn.jobs import job_config
+from xsyn.jobs import job_config, launcher
 from xsyn.methods import METHODS, model_runs, parse_sources
 
 DATASET = config["dataset"]["name"]

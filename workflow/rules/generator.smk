@@ -1,5 +1,10 @@
 # The box-grounded generator: fine-tuned on the real training split from a pretrained model
-# (smoke: the tiny X-ray GLIGEN in assets/; paper: GLIGEN 1.4).
+# (smoke: the tiny X-ray GLIGEN in assets/; paper: GLIGEN 1.4). With finetune.gpus > 1 the
+# job asks for that many GPUs (slurm: --gpus=N) and accelerate runs one process on each.
+
+FINETUNE_GPUS = config["finetune"]["gpus"]
+if FINETUNE_GPUS > 1 and not GPU_JOB:
+    raise WorkflowError(f"finetune.gpus: {FINETUNE_GPUS} needs GPUs, but device {config['device']!r} has none")
 
 
 rule finetune:
@@ -11,12 +16,13 @@ rule finetune:
         directory("results/models/generator"),
     params:
         cfg=cfg_for("finetune"),
+        launch=launcher(FINETUNE_GPUS, config["finetune"]["mixed_precision"]),
     resources:
-        gpu=GPU_JOB,
+        gpu=GPU_JOB * FINETUNE_GPUS,
     log:
         "results/logs/finetune.log",
     shell:
-        "xsyn finetune --dataset {input.dataset} --out {output} --work-dir {output}.work "
+        "{params.launch} finetune --dataset {input.dataset} --out {output} --work-dir {output}.work "
         "--config-json {params.cfg:q} 2> {log}"
 
 
