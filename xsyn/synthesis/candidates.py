@@ -6,7 +6,8 @@ Three sources, in order of preference:
    its benign clutter);
 2. a segmenter: transformers ``SamModel`` from a local folder (``synthesis.car.sam_path``),
    automatic mask generation, dropping the two largest masks (background and bag), as the
-   authors did;
+   authors did; a scan where that leaves nothing (SAM saw only bag and background) gets
+   the image-only candidates below, and the record names it (``fallback``);
 3. an image-only fallback for users with neither: X-ray scans are bright where nothing
    absorbs, so objects are darker blobs. The grey image is cut at several levels between
    its darkest and brightest non-empty pixel; the connected components of each level are
@@ -92,6 +93,7 @@ class CandidateSource:
         self.by_image: dict[int, list[list[float]]] | None = None
         self.sam: SamRegions | None = None
         self.weights: str | None = None
+        self.fallback: set[int] = set()  # scans where SAM left nothing: image-only candidates
         if coco.get("regions"):
             self.kind = "regions"
             self.by_image = {}
@@ -106,17 +108,25 @@ class CandidateSource:
         else:
             self.kind = "image"
 
-    def identity(self) -> dict[str, Any]:
-        """What found the regions: ``regions`` (the dataset's records), ``sam`` (with a
-        digest of its weights folder) or ``image`` (dark blobs)."""
-        return {"source": self.kind, "weights": self.weights}
+    def identity(self, image_id: int) -> dict[str, Any]:
+        """What found an image's regions: ``regions`` (the dataset's records), ``sam`` (with a
+        digest of its weights folder) or ``image`` (dark blobs); ``fallback: image`` when SAM
+        left nothing on that scan."""
+        return {"source": self.kind, "weights": self.weights,
+                "fallback": "image" if image_id in self.fallback else None}
 
     def __call__(self, image_id: int, image: np.ndarray | None) -> list[list[float]]:
         if self.by_image is not None:
             return self.by_image.get(image_id, [])
         if image is None:
             raise ValueError(f"image {image_id}: candidate source {self.kind!r} needs the pixels")
-        return self.sam(image) if self.sam is not None else image_regions(image)
+        if self.sam is None:
+            return image_regions(image)
+        found = self.sam(image)
+        if not found:
+            self.fallback.add(image_id)
+            found = image_regions(image)
+        return found
 
 
 def find_candidates(dataset_root: str | Path, split: str, shard_index: int, shard_count: int,
@@ -143,8 +153,9 @@ def find_candidates(dataset_root: str | Path, split: str, shard_index: int, shar
         pixels = None if source.kind == "regions" else np.asarray(
             Image.open(root / "images" / img["file_name"]).convert("RGB"))
         found[str(img["id"])] = source(img["id"], pixels)
-    return {**source.identity(), "device": device, "split": split, "shard": [shard_index, shard_count],
-            "seconds": round(time.perf_counter() - start, 3), "images": found}
+    return {"source": source.kind, "weights": source.weights, "device": device, "split": split,
+            "shard": [shard_index, shard_count], "seconds": round(time.perf_counter() - start, 3),
+            "fallback": {"image": sorted(source.fallback)}, "images": found}
 
 
 class StoredCandidates:
@@ -159,9 +170,11 @@ class StoredCandidates:
             raise ValueError(f"{self.path}: candidates of {data['split']} shard {data['shard']}, "
                              f"not of {split} shard {[shard_index, shard_count]}")
         self.kind, self.weights, self.images = data["source"], data["weights"], data["images"]
+        self.fallback = set(data["fallback"]["image"])
 
-    def identity(self) -> dict[str, Any]:
-        return {"source": self.kind, "weights": self.weights}
+    def identity(self, image_id: int) -> dict[str, Any]:
+        return {"source": self.kind, "weights": self.weights,
+                "fallback": "image" if image_id in self.fallback else None}
 
     def __call__(self, image_id: int, image: np.ndarray | None) -> list[list[float]]:
         try:

@@ -82,6 +82,7 @@ class SourceScan:
     layout: Layout | None   # None: no place for a new item (the scan is skipped)
     pixels: np.ndarray      # uint8 H×W×3 at the synthesis resolution
     seed: int               # image_seed(synthesis.seed, source id)
+    candidates: dict[str, Any] | None  # where its candidate regions came from (None: free layout)
 
 
 @dataclass(frozen=True)
@@ -94,15 +95,13 @@ class ShardRecipe:
     car: dict[str, Any] | None         # CAR config when this method runs CAR, else None
     bom: Mapping[str, Any] | None      # BOM config when this method runs BOM, else None
     generator_id: str
-    candidates: dict[str, Any]         # where the candidate regions came from
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], method: SynthesisMethod, generator_id: str,
-                    candidates: dict[str, Any]) -> ShardRecipe:
+    def from_config(cls, cfg: Mapping[str, Any], method: SynthesisMethod, generator_id: str) -> ShardRecipe:
         syn = cfg["synthesis"]
         car = {**syn["car"], "device": cfg["device"]} if method.car and syn["car"]["enabled"] else None
         bom = syn["bom"] if method.bom and syn["bom"]["enabled"] else None
-        return cls(method, int(cfg["generator"]["resolution"]), syn, car, bom, generator_id, candidates)
+        return cls(method, int(cfg["generator"]["resolution"]), syn, car, bom, generator_id)
 
     @property
     def write_non_bom(self) -> bool:
@@ -132,7 +131,7 @@ class ShardRecipe:
             "bom": None if self.bom is None else {
                 "alpha": self.bom["alpha"], "when": self.bom["when"], "region": layout.bom_region,
             },
-            "candidates": self.candidates,
+            "candidates": scan.candidates,
         }
 
 
@@ -161,7 +160,8 @@ class ScanLoader:
         seed = image_seed(syn["seed"], img["id"])
         placement = syn["xsyn_a"] if layout_kind != "free" else {}
         layout = make_layout(layout_kind, image_anns, self.names, regions, (size, size), placement, seed)
-        return SourceScan(img, layout, arr, seed)
+        found = None if layout_kind == "free" else self.candidates.identity(img["id"])
+        return SourceScan(img, layout, arr, seed, found)
 
 
 def candidate_source(cfg: Mapping[str, Any], coco: dict[str, Any], candidates: str | Path | None,
@@ -191,8 +191,7 @@ def generate_shard(cfg: Mapping[str, Any], method: SynthesisMethod, dataset_root
     sources = shard_slice(sorted(coco["images"], key=lambda im: im["id"]), shard_index, shard_count)
     pipe = pipe or load_pipeline(generator, cfg)
     found = candidate_source(cfg, coco, candidates, shard_index, shard_count)
-    recipe = ShardRecipe.from_config(cfg, method, generator_hash(generator) if generator is not None else "in-memory",
-                                     found.identity())
+    recipe = ShardRecipe.from_config(cfg, method, generator_hash(generator) if generator is not None else "in-memory")
     loader = ScanLoader(root, recipe, category_names(coco), annotations_by_image(coco), found)
     batch = resolve_batch_size(syn["batch_size"], pipe, recipe.size)
     written = skipped = 0
