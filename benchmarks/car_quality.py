@@ -391,7 +391,8 @@ def main(argv=None) -> int:
                else list(dict.fromkeys([car_cfg["segmenter"], "attention"])))
     if car_cfg.get("sam_path") and "sam" not in methods:
         methods.append("sam")
-    segmenters = {m: make_segmenter({**car_cfg, "segmenter": m}) for m in methods}
+    device = args.device or cfg["device"]
+    segmenters = {m: make_segmenter({**car_cfg, "segmenter": m, "device": device}) for m in methods}
     configured_cue = car_cfg["cue"] if args.mode == "generated" else "attention"
     default = (configured_cue, float(car_cfg["prior"]))
     cues = [c.strip() for c in args.cues.split(",")] if args.cues else [configured_cue]

@@ -79,6 +79,18 @@ def test_no_config_default_is_restated_in_code():
     assert found == [], "index config keys; defaults live in xsyn/profiles/smoke.yaml:\n" + "\n".join(found)
 
 
+def test_no_table_of_defaults_in_code():
+    """A dict of fallbacks merged under the config (``{**DEFAULTS, **cfg}``) restates it too."""
+    found = []
+    for path in sorted((REPO / "xsyn").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                if isinstance(target, ast.Name) and "DEFAULT" in target.id and isinstance(node.value, ast.Dict):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} {target.id}")
+    assert found == []
+
+
 def test_a_section_never_falls_back():
     cfg = ConfigSection({"synthesis": {"steps": 3}}, reader="xsyn test")
     assert cfg["synthesis"]["steps"] == 3 and cfg["synthesis"].get("steps", 50) == 3
