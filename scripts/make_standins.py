@@ -166,7 +166,6 @@ def make_sam(folder: Path, seed: int = 0) -> Path:
         SamImageProcessor,
         SamMaskDecoderConfig,
         SamModel,
-        SamProcessor,
         SamPromptEncoderConfig,
         SamVisionConfig,
     )
@@ -186,8 +185,8 @@ def make_sam(folder: Path, seed: int = 0) -> Path:
     model = SamModel(config).eval()
     model.save_pretrained(folder)
     # the processor of sam-vit-huge (longest edge resized, then padded square) at the stand-in's side
-    processor = SamImageProcessor(size={"longest_edge": side}, pad_size={"height": side, "width": side})
-    SamProcessor(processor).save_pretrained(folder)
+    # (preprocessor_config.json, the file the hub repo has)
+    SamImageProcessor(size={"longest_edge": side}, pad_size={"height": side, "width": side}).save_pretrained(folder)
     return folder
 
 
