@@ -84,3 +84,17 @@ def test_sam_candidates_once_per_shard_then_read_by_every_method(standins, tmp_p
     assert stored.identity(some)["source"] == "sam"
     with pytest.raises(ValueError, match="not of train shard"):
         StoredCandidates(out, "train", 1, 2)
+
+
+def test_detector_family_and_init_come_from_the_checkpoint(tmp_path):
+    """A .pt is RT-DETR or YOLO by what it holds, whatever its name; run.json's init says so."""
+    from xsyn.detection.train import is_rtdetr, model_init
+
+    yolo, rtdetr = standins_module().make_detectors(tmp_path)
+    renamed = tmp_path / "weights.pt"
+    renamed.write_bytes(rtdetr.read_bytes())
+    assert is_rtdetr(renamed) and not is_rtdetr(yolo)
+    init = model_init(str(renamed))
+    assert (init["kind"], init["family"], len(init["sha256"])) == ("pretrained", "rtdetr", 12)
+    assert model_init("rtdetr-l.yaml") == {"kind": "scratch", "file": "rtdetr-l.yaml", "sha256": None,
+                                           "family": "rtdetr"}
