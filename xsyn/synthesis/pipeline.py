@@ -331,9 +331,9 @@ class XsynPipeline(DiffusionPipeline):
         return [m.numpy() for m in self.store.word_maps(spans, (size, size))]
 
     def what_ran(self, timesteps: torch.Tensor, guidance_scale: float, eta: float, grounding_beta: float,
-                 car: Mapping[str, Any] | None) -> dict[str, Any]:
+                 car: Mapping[str, Any] | None, with_sources: bool) -> dict[str, Any]:
         """The sampler and refiner as they ran, read off the objects that did the work (the
-        scheduler's own timesteps, the UNet's dtype, the segmenter CAR used), for provenance."""
+        scheduler's own timesteps, the UNet's dtype, the segmenter and cue CAR used), for provenance."""
         seg = None if car is None else self.segmenter(car)
         return {
             "sampling": {
@@ -341,7 +341,10 @@ class XsynPipeline(DiffusionPipeline):
                 "guidance_scale": float(guidance_scale), "eta": float(eta), "grounding_beta": float(grounding_beta),
                 "dtype": str(self.unet.dtype).removeprefix("torch."), "device": str(self._execution_device),
             },
-            "car": None if seg is None else {"segmenter": seg.name, "segmenter_weights": getattr(seg, "weights", None)},
+            "car": None if seg is None else {
+                "segmenter": seg.name, "segmenter_weights": getattr(seg, "weights", None),
+                "cue": car["cue"] if with_sources else "attention",  # free layouts: no source to compare
+            },
         }
 
     def segmenter(self, car: Mapping[str, Any]) -> Segmenter:
@@ -480,5 +483,5 @@ class XsynPipeline(DiffusionPipeline):
         return XsynPipelineOutput(
             images=images_out, requested_boxes=requested, boxes=boxes, car=car_results,
             non_bom_images=non_bom if return_non_bom else None, maps=maps if return_maps else None,
-            ran=self.what_ran(timesteps, guidance_scale, eta, grounding_beta, car),
+            ran=self.what_ran(timesteps, guidance_scale, eta, grounding_beta, car, sources is not None),
         )

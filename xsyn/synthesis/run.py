@@ -124,7 +124,7 @@ class ShardRecipe:
             "caption": layout.prompt,
             "sampling": {**ran["sampling"], "resolution": [int(pixels.shape[1]), int(pixels.shape[0])]},
             "car": None if self.car is None else {
-                **ran["car"], "cue": self.car["cue"], "prior": self.car["prior"],
+                **ran["car"], "prior": self.car["prior"],
                 "difference_blur": self.car["difference_blur"], "resolutions": list(self.car["resolutions"]),
                 "blocks": list(self.car["blocks"]),
             },
