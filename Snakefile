@@ -4,8 +4,9 @@
 #   snakemake --cores all --configfile config/paper.yaml # paper profile (GPU, local weights)
 #   snakemake --report results/report.html               # one HTML report
 #
-# Rules are thin: each calls the `xsyn` CLI, passing only the config sections it reads
-# (as JSON), so changing one value re-runs only the rules that depend on it.
+# Rules are thin: each calls the `xsyn` CLI, passing exactly the config keys its command reads
+# for that job (xsyn/jobs.py), so changing one value re-runs only the jobs that read it, and
+# growing the matrix (seeds, methods, models, sources, shares) adds jobs and re-runs none.
 
 from snakemake.utils import min_version, validate
 
@@ -41,6 +42,7 @@ rule all:
         "results/tables/main.md",
         "results/metrics.json",
         "results/config.yaml",
+        "results/grids/generator.png",
         grids=expand("results/grids/{source}.png", source=grid_sources()),
     default_target: True
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from car_quality import jitter_box, read_rgb, true_mask  # noqa: E402
 
 from xsyn.cli import add_config_arguments  # noqa: E402
-from xsyn.config import config_from_args  # noqa: E402
+from xsyn.config import load_config  # noqa: E402
 from xsyn.data.contract import (  # noqa: E402
     annotations_by_image,
     caption_for,
@@ -140,7 +140,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:  # noqa: C901 - a linear measurement script
     args = parse_args(argv)
-    cfg = config_from_args(args)
+    cfg = load_config(args.config, args.set, args.config_json)  # a benchmark reads the whole config
     from xsyn.generator.data import inpaint_mask
     from xsyn.generator.factory import load_generator
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # referee.py
 
 from xsyn.cli import add_config_arguments
-from xsyn.config import config_from_args
+from xsyn.config import load_config
 from xsyn.data.boxes import clip_xywh, iou_xywh
 from xsyn.data.contract import DatasetError, annotations_by_image, category_names, load_split
 from xsyn.detection.evaluate import coco_evaluate
@@ -318,6 +318,7 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
     """Xsyn-A on held-out scans (CAR's cues all read from the same sample), judged by the referee."""
     from referee import score_on_real, train_referee
 
+    from xsyn.config import resolve_device
     from xsyn.data.contract import category_names
     from xsyn.env import cache_root
     from xsyn.synthesis.candidates import CandidateSource
@@ -331,7 +332,7 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
                                  car_cfg["benchmark_jitter"], args.seed + 7)
     names = category_names(coco)
     by_image = annotations_by_image(coco)
-    candidates = CandidateSource(coco, car_cfg)
+    candidates = CandidateSource(coco, car_cfg, resolve_device(args.device or cfg["device"]))
     pipe = load_pipeline(args.generator, {**cfg, "device": args.device or cfg["device"]})
     size = int(cfg["generator"]["resolution"])
     rows: dict[str, Tally] = {"requested": Tally()}
@@ -339,12 +340,13 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
     jobs = []
     for img in images:
         src = read_rgb(root / "images" / img["file_name"])
+        found = candidates(img["id"], src)  # in the scan's own pixels
         if src.shape[:2] != (size, size):
             src = cv2.resize(src, (size, size), interpolation=cv2.INTER_AREA)
         sx, sy = size / img["width"], size / img["height"]
         anns = [{**a, "bbox": [a["bbox"][0] * sx, a["bbox"][1] * sy, a["bbox"][2] * sx, a["bbox"][3] * sy]}
                 for a in by_image[img["id"]]]
-        regions = [[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy] for r in candidates(img["id"], src)]
+        regions = [[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy] for r in found]
         seed = image_seed(syn["seed"], img["id"])
         layout = make_layout("xsyn-a", anns, names, regions, (size, size), syn["xsyn_a"], seed)
         if layout is not None:
@@ -384,7 +386,7 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = config_from_args(args)
+    cfg = load_config(args.config, args.set, args.config_json)  # a benchmark reads the whole config
     car_cfg = dict(cfg["synthesis"]["car"])
     root = args.dataset or REPO / "data" / cfg["dataset"]["name"]
     coco = load_split(root, args.split)
@@ -400,7 +402,8 @@ def main(argv=None) -> int:
                else list(dict.fromkeys([car_cfg["segmenter"], "attention"])))
     if car_cfg.get("sam_path") and "sam" not in methods:
         methods.append("sam")
-    segmenters = {m: make_segmenter({**car_cfg, "segmenter": m}) for m in methods}
+    device = args.device or cfg["device"]
+    segmenters = {m: make_segmenter({**car_cfg, "segmenter": m, "device": device}) for m in methods}
     configured_cue = car_cfg["cue"] if args.mode == "generated" else "attention"
     default = (configured_cue, float(car_cfg["prior"]))
     cues = [c.strip() for c in args.cues.split(",")] if args.cues else [configured_cue]

@@ -15,6 +15,12 @@ TINY_GENERATOR = {
     "text_heads": 2,
     "vae_channels": [16, 32, 32],
     "latent_channels": 4,
+    # every generator.tiny key is given (the factory restates no default): these are what
+    # the dummies have always been built with
+    "unet_attention": [True, True],  # cross/gated attention at both levels
+    "vae_mid_attention": True,
+    "gate_init": 0.0,
+    "prediction_type": "epsilon",
 }
 RESOLUTION = 64  # image side; latents are 16×16 with the ×4 VAE
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xsyn.config import load_config
 from xsyn.data.boxes import iou_xywh
 from xsyn.synthesis.car import (
     CarResult,
@@ -18,8 +19,9 @@ from xsyn.synthesis.car import (
 )
 from xsyn.synthesis.segmenters import GrabCutSegmenter, Segmenter, make_segmenter
 
-CFG = {"enabled": True, "segmenter": "grabcut", "sam_path": None, "split_depth": 4,
-       "min_scale": 0.25, "max_scale": 2.0}
+# the smoke profile's CAR section (every key: CAR restates no default), with these values
+CFG = {**load_config()["synthesis"]["car"], "enabled": True, "segmenter": "grabcut", "sam_path": None,
+       "split_depth": 4, "min_scale": 0.25, "max_scale": 2.0}
 
 
 def scene(rng: np.random.Generator, size: int = 96):

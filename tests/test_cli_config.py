@@ -101,3 +101,16 @@ def test_method_names_come_from_the_registry():
     assert enum == list(METHODS)
     with pytest.raises(ConfigError, match=r"synthesis\.methods\.0: 'nope' is not one of"):
         load_config(overrides=["synthesis.methods=[nope]"])
+
+
+def test_every_model_gets_its_own_runs():
+    """Run names come from each entry alone: a .pt beside the .yaml of the same stem is its own
+    model (it used to collapse into the .yaml's runs, silently); a real clash stops at start-up."""
+    from xsyn.methods import model_runs
+
+    assert model_runs(["yolov8n.yaml", "rtdetr-l.yaml", "some/yolov8n.pt"]) == {
+        "yolov8n": "yolov8n.yaml", "rtdetr-l": "rtdetr-l.yaml", "yolov8n.pt": "some/yolov8n.pt"}
+    with pytest.raises(ConfigError, match="share the run name 'yolov8n.pt'"):
+        load_config(overrides=["detection.models=[a/yolov8n.pt, b/yolov8n.pt]"])
+    cfg = load_config(overrides=["detection.models=[a/yolov8n.pt, {name: coco-v8n, file: b/yolov8n.pt}]"])
+    assert list(model_runs(cfg["detection"]["models"])) == ["yolov8n.pt", "coco-v8n"]

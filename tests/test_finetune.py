@@ -392,7 +392,7 @@ def test_frozen_text_encoder_keeps_its_initial_code(dataset, tmp_path):
     from xsyn.generator.factory import build_components
 
     cfg = tiny_cfg(vae_steps=0, stages=[{"name": "generation", "steps": 2, "inpaint": False}])
-    init = build_components({**cfg, "seed": cfg["finetune"]["seed"]}, inpaint=False).text_encoder.state_dict()
+    init = build_components(cfg, inpaint=False, seed=cfg["finetune"]["seed"]).text_encoder.state_dict()
     frozen = finetune(tiny_cfg(**{**cfg["finetune"], "text_encoder_lr_scale": 0.0}), dataset,
                       tmp_path / "f", tmp_path / "f.work").text_encoder.state_dict()
     trained = finetune(tiny_cfg(**{**cfg["finetune"], "text_encoder_lr_scale": 1.0}), dataset,
@@ -464,12 +464,17 @@ def test_pretrained_kind_trains_only_grounding(dataset, tmp_path):
 
 def test_cli_writes_samples(dataset, tmp_path):
     from xsyn.cli import main
+    from xsyn.jobs import job_config
 
     cfg = tiny_cfg(vae_steps=1, stages=[{"name": "generation", "steps": 1, "inpaint": False}, {"name": "inpainting", "steps": 1, "inpaint": True}])
-    frag = json.dumps({k: cfg[k] for k in ("device", "generator", "finetune", "synthesis")})
+    frag = json.dumps(job_config(cfg, "finetune"))
     rc = main(["finetune", "--dataset", str(dataset), "--out", str(tmp_path / "g"), "--config-json", frag])
     assert rc == 0
-    assert (tmp_path / "g" / "samples.png").is_file()
+    # the sample grid is a job of its own (its settings never re-run the fine-tuning)
+    rc = main(["samples", "--generator", str(tmp_path / "g"), "--dataset", str(dataset),
+               "--out", str(tmp_path / "samples.png"), "--config-json", json.dumps(job_config(cfg, "samples"))])
+    assert rc == 0
+    assert (tmp_path / "samples.png").is_file()
     assert main(["finetune", "--dataset", str(tmp_path / "nope"), "--out", str(tmp_path / "h")]) == 1
 
 

@@ -165,9 +165,14 @@ def test_v_prediction_travels_with_the_saved_scheduler(tmp_path):
     assert get_dummy_components().scheduler.config.prediction_type == "epsilon"
 
 
+def folders(**given: str) -> dict[str, str | None]:
+    """A ``generator.pretrained`` section: every key, null unless given (as the profiles have it)."""
+    return {"pipeline": None, "unet": None, "vae": None, "text_encoder": None, "tokenizer": None, **given}
+
+
 def test_pretrained_path_pipeline_folder(tiny, tmp_path):
     save_generator(tiny, tmp_path / "gen")
-    comps = load_pretrained_components({"pipeline": str(tmp_path / "gen")}, inpaint=True)
+    comps = load_pretrained_components(folders(pipeline=str(tmp_path / "gen")), inpaint=True)
     assert comps.unet.config.in_channels == 9
     x, t, ctx, gligen = gligen_inputs(tiny)
     extra = torch.randn(x.shape[0], 5, *x.shape[2:])
@@ -175,7 +180,7 @@ def test_pretrained_path_pipeline_folder(tiny, tmp_path):
         unet_out(comps, torch.cat([x, extra], 1), t, ctx, gligen), unet_out(tiny, x, t, ctx, gligen),
         rtol=0, atol=1e-6,
     )
-    cfg = {"seed": 0, "generator": {"kind": "pretrained", "resolution": RES, "pretrained": {"pipeline": str(tmp_path / "gen")}}}
+    cfg = {"seed": 0, "generator": {"kind": "pretrained", "resolution": RES, "pretrained": folders(pipeline=str(tmp_path / "gen"))}}
     assert build_components(cfg).unet.config.in_channels == 4
 
 
@@ -189,7 +194,7 @@ def test_pretrained_plain_sd_unet_gets_fresh_gates(tiny, tmp_path):
     tiny.vae.save_pretrained(tmp_path / "vae")
     tiny.text_encoder.save_pretrained(tmp_path / "te")
     comps = load_pretrained_components(
-        {"unet": str(tmp_path / "unet"), "vae": str(tmp_path / "vae"), "text_encoder": str(tmp_path / "te")}
+        folders(unet=str(tmp_path / "unet"), vae=str(tmp_path / "vae"), text_encoder=str(tmp_path / "te"))
     )
     assert comps.unet.config.attention_type == "gated" and hasattr(comps.unet, "position_net")
     x, t, ctx, gligen = gligen_inputs(tiny)
@@ -201,9 +206,9 @@ def test_pretrained_plain_sd_unet_gets_fresh_gates(tiny, tmp_path):
 
 def test_pretrained_missing_folder_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="pretrained.pipeline"):
-        load_pretrained_components({"pipeline": str(tmp_path / "nope")})
+        load_pretrained_components(folders(pipeline=str(tmp_path / "nope")))
     with pytest.raises(ValueError, match="set 'pipeline'"):
-        load_pretrained_components({})
+        load_pretrained_components(folders())
 
 
 def test_pretrained_identity_notices_changed_weights(tmp_path):

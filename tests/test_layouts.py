@@ -70,14 +70,14 @@ def test_xsyn_m_and_free():
 
 def test_candidate_sources():
     coco = {"regions": [{"id": 1, "image_id": 7, "bbox": [1, 2, 3, 4]}]}
-    src = CandidateSource(coco, {"segmenter": "grabcut"})
+    src = CandidateSource(coco, {"segmenter": "grabcut", "sam_path": None}, "cpu")
     assert src.kind == "regions" and src(7, None) == [[1, 2, 3, 4]] and src(8, None) == []
     # Image-only fallback: a bright scan with a bag and two dark blobs inside.
     img = np.full((128, 128, 3), 255, np.uint8)
     img[8:120, 8:120] = 200      # bag
     img[20:40, 20:50] = 60       # blob 1
     img[70:100, 60:80] = 90      # blob 2
-    fallback = CandidateSource({"images": []}, {"segmenter": "grabcut"})
+    fallback = CandidateSource({"images": []}, {"segmenter": "grabcut", "sam_path": None}, "cpu")
     assert fallback.kind == "image"
     boxes = fallback(1, img)
     assert boxes == image_regions(img)

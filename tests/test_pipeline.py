@@ -15,6 +15,7 @@ from xsyn.cli import main
 from xsyn.config import load_config
 from xsyn.data.contract import load_coco, save_coco
 from xsyn.generator.factory import save_generator
+from xsyn.jobs import job_config
 from xsyn.synthesis import run as run_mod
 from xsyn.synthesis.layouts import Layout
 from xsyn.synthesis.pipeline import XsynPipeline
@@ -179,9 +180,11 @@ def test_check_inputs_names_the_problem(generator):
 
 
 def _run_cli(method, dataset, generator, out, shard=0, shards=2):
+    """`xsyn synthesize` as the workflow calls it: with the keys the method reads (xsyn.jobs)."""
+    job = job_config(load_config(json_overrides=[json.dumps(OVERRIDES)]), "synthesize", method)
     return main(["synthesize", "--method", method, "--dataset", str(dataset), "--generator",
                  str(generator), "--shard", str(shard), "--shards", str(shards), "--out", str(out),
-                 "--config-json", json.dumps(OVERRIDES)])
+                 "--config-json", json.dumps(job)])
 
 
 def test_cli_provenance_determinism_resume_gather(tmp_path, dataset, generator, monkeypatch):

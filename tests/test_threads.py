@@ -120,7 +120,7 @@ def test_detector_trains_and_predicts_with_the_job_threads(tmp_path, monkeypatch
     model.train(data=str(data), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", seed=0,
                 deterministic=True, amp=False, plots=False, verbose=False,
                 project=str(tmp_path / "runs"), name="t", exist_ok=True)
-    trained = build_model(model.trainer.last, family="yolov8n.yaml")
+    trained = build_model(model.trainer.last)
     trained.add_callback("on_predict_batch_start", record("predict"))
     list(trained.predict(source=str(tmp_path / "rects" / "val" / "images"), imgsz=64, device="cpu",
                          stream=True, verbose=False))

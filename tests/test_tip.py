@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -31,6 +32,7 @@ from xsyn.data.contract import load_coco, save_coco
 from xsyn.data.shards import SHARD_ANNOTATIONS
 
 SIZE = 64
+SMOKE_TIP = tip.TipParams.from_config(load_config())  # the tip section as the smoke profile sets it
 BAG_T = np.array([0.85, 0.9, 0.8])
 CLASS_T = {1: np.array([0.35, 0.55, 0.85]), 2: np.array([0.8, 0.45, 0.25])}  # blue metal, orange organic
 
@@ -187,7 +189,7 @@ def test_placement_obeys_visibility_and_overlap_rules(seed, min_visibility, max_
     rng = np.random.default_rng(seed)
     canvas = np.ones((40, 40, 3), np.float32)
     taken = [[5.0, 5.0, 12.0, 12.0], [25.0, 20.0, 10.0, 14.0]]
-    params = tip.TipParams(min_visibility=min_visibility, max_iou=max_iou)
+    params = replace(SMOKE_TIP, min_visibility=min_visibility, max_iou=max_iou)
     item = np.full((9, 13, 3), 0.4, np.float32)
     mask = np.ones((9, 13), bool)
     result = tip.place_item(canvas, item, mask, np.ones((40, 40), bool), taken, params, rng)
@@ -215,7 +217,7 @@ def test_bag_is_the_filled_frame_and_items_land_inside_it():
     scan = np.ones((40, 40, 3), np.float32)
     scan[5:35, 8:30] = 0.7
     assert (tip.bag_mask(scan, []) == bag).all()
-    params = tip.TipParams(max_iou=1.0)
+    params = replace(SMOKE_TIP, max_iou=1.0)
     for seed in range(20):
         out = tip.place_item(np.ones((40, 40, 3), np.float32), np.full((6, 9, 3), 0.5, np.float32),
                              np.ones((6, 9), bool), bag, [], params, np.random.default_rng(seed))

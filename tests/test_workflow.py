@@ -12,84 +12,41 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from workspace import (
+    BIN,
+    REPO,
+    copy_repo,
+    git_commit_all,
+    planned_jobs,
+    run,
+    snakemake,
+    workflow_env,
+)
 
 from xsyn.config import deep_merge
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-NETGUARD = Path(__file__).resolve().parent / "netguard"
-
 # Small enough for CI (minutes on 2 cores), but every stage runs for real.
-REDUCED = {
-    "phantom": {"num_images": 48, "image_size": 64, "workers": 1},
-    "dataset": {"subset_shares": [25, 50]},
-    "generator": {"resolution": 64},
-    "finetune": {
-        # from the shipped model; enough steps after the first checkpoint for the kill test to land
-        "stages": [{"name": "inpainting", "steps": 20, "inpaint": True}],
-        "batch_size": 4,
-        "checkpoint_every": 3,
-        "inpaint_crop": 32,  # the smoke's 64-px item windows do not fit 64-px scans
-    },
-    "synthesis": {"methods": ["xsyn-a"], "source_split": "train_p25", "shards": 2, "steps": 3,
-                  "batch_size": 4},
-    "detection": {"sources": ["none", "xsyn-a"], "shares": [50], "seeds": [0], "epochs": 1,
-                  "imgsz": 64, "batch": 8},
-    "report": {"grid_images": 4},
-}
-
-
-def tracked_files() -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )
-    return [f for f in out.stdout.splitlines() if (REPO / f).is_file()]
+REDUCED = yaml.safe_load((REPO / ".test" / "config-smoke" / "config.yaml").read_text())
 
 
 def make_workspace(dest: Path) -> Path:
-    """A fresh copy of the repository (as a clone would have it) with the reduced config."""
-    for rel in tracked_files():
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, target, follow_symlinks=False)  # config/*.yaml stay links, as in a clone
+    """A fresh copy of the repository (as a clone would have it) with the reduced config as its
+    smoke profile (so `snakemake` and `dvc repro` without --configfile run it)."""
+    copy_repo(dest)
     smoke = yaml.safe_load((dest / "config/smoke.yaml").read_text())
     (dest / "config/smoke.yaml").write_text(yaml.safe_dump(deep_merge(smoke, REDUCED), sort_keys=False))
-    env = workflow_env(dest)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    git_commit_all(dest)
     return dest
-
-
-def workflow_env(workspace: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "YOLO_", "XSYN_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(NETGUARD)
-    env["XSYN_NET_LOG"] = str(workspace / "network.log")
-    env["XSYN_CACHE"] = str(workspace / ".cache" / "xsyn")
-    return env
-
-
-def run(cmd: list[str], workspace: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=workspace, env=workflow_env(workspace), capture_output=True,
-                          text=True, **kw)
-
-
-def snakemake(workspace: Path, *args: str) -> subprocess.CompletedProcess:
-    return run([str(BIN / "snakemake"), "--cores", "2", *args], workspace)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -147,6 +104,45 @@ def test_changing_one_value_reruns_only_its_dependents(finished):
     assert "train_detector" in text and "aggregate" in text
     for untouched in ("rule phantom", "rule prepare", "rule finetune", "rule synthesize_shard"):
         assert untouched not in text
+
+
+def plan_with(workspace: Path, overlay: str) -> tuple[dict[str, int], str]:
+    """What a dry run plans with ``overlay`` (YAML) over the finished run's config."""
+    path = workspace / "grown.yaml"
+    path.write_text(overlay)
+    out = snakemake(workspace, "-n", "--configfile", str(path))
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    return planned_jobs(text), text
+
+
+def planned_outputs(text: str, rule: str) -> list[str]:
+    """The output paths of every planned job of ``rule`` in a dry run's log."""
+    found = []
+    for block in text.split(f"rule {rule}:")[1:]:
+        for line in block.splitlines():
+            if line.strip().startswith("output:"):
+                found.append(line.split("output:", 1)[1].strip())
+                break
+    return found
+
+
+def test_adding_a_seed_plans_only_the_new_seed(finished):
+    """Growing the matrix adds jobs and redoes none: rules pass a job its own seed, share and
+    source, never the lists of all of them."""
+    jobs, text = plan_with(finished, "detection:\n  seeds: [0, 1]\n")
+    assert jobs == {"train_detector": 2, "evaluate": 2, "aggregate": 1, "config_snapshot": 1, "all": 1}, jobs
+    outputs = planned_outputs(text, "train_detector") + planned_outputs(text, "evaluate")
+    assert len(outputs) == 4 and all("/s1" in o for o in outputs), outputs
+
+
+def test_adding_a_method_plans_only_its_shards_and_runs(finished):
+    jobs, text = plan_with(finished, "synthesis:\n  methods: [xsyn-a, xsyn-m]\n"
+                                     "detection:\n  sources: [none, xsyn-a, xsyn-m]\n")
+    assert jobs == {"synthesize_shard": 2, "gather": 1, "grid_synthetic": 1, "train_detector": 1, "evaluate": 1,
+                    "aggregate": 1, "config_snapshot": 1, "all": 1}, jobs
+    for rule in ("synthesize_shard", "gather", "grid_synthetic", "train_detector", "evaluate"):
+        assert all("xsyn-m" in o for o in planned_outputs(text, rule)), rule
 
 
 def test_dvc_repro_agrees_and_push_pull_restore(finished, tmp_path):

@@ -81,3 +81,28 @@ def test_unknown_method_is_rejected_at_start_up(clean_checkout):
     out = dry_run("--cores", "1", "--configfile", str(bad), cwd=clean_checkout)
     assert out.returncode != 0
     assert "xsyn-z" in out.stdout + out.stderr
+
+
+def test_several_gpus_train_on_all_of_them(clean_checkout):
+    """finetune.gpus: N → the job asks for N GPUs (slurm: the plugin's --gpus=N, nothing in the
+    profile disagrees) and accelerate runs one process on each."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    gpus = clean_checkout / "gpus.yaml"
+    gpus.write_text("device: cuda\nfinetune:\n  gpus: 4\n")
+    out = subprocess.run([SNAKEMAKE, "results/models/generator", "-n", "-p", "--profile", "workflow/profiles/slurm",
+                          "--configfile", str(gpus)], cwd=clean_checkout, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    job = out.stdout[out.stdout.index("rule finetune:"):]
+    assert "gpu=4" in job.split("Shell command:")[0]
+    assert "accelerate launch --multi_gpu --num_processes 4" in job and "-m xsyn finetune" in job
+    import yaml
+
+    profile = yaml.safe_load((clean_checkout / "workflow/profiles/slurm/config.yaml").read_text())
+    for resources in [*profile["set-resources"].values(), profile["default-resources"]]:
+        assert not {"gpu", "gres"} & set(resources) and "gres" not in str(resources.get("slurm_extra", ""))
+    one = subprocess.run([SNAKEMAKE, "-n", "-p", "--cores", "1", "results/models/generator"], cwd=clean_checkout,
+                         env=env, capture_output=True, text=True)
+    assert "Shell command: xsyn finetune" in one.stdout and "accelerate" not in one.stdout
+    gpus.write_text("device: cpu\nfinetune:\n  gpus: 2\n")
+    bad = dry_run("--cores", "1", "--configfile", str(gpus), cwd=clean_checkout)  # targets: rule all
+    assert bad.returncode != 0 and "finetune.gpus" in bad.stdout + bad.stderr

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-yolo": ("xsyn.commands.import_yolo", "read a YOLO-format folder back into the xsyn contract"),
     "show": ("xsyn.commands.show", "draw a grid of scans with their boxes (and attention maps)"),
     "finetune": ("xsyn.commands.finetune", "train the box-grounded generator (generation, then inpainting)"),
+    "samples": ("xsyn.commands.samples", "draw a grid of a fine-tuned generator's samples, one row per class"),
+    "candidates": ("xsyn.commands.candidates", "find benign-object candidate regions of source scans (dataset records, SAM, or image blobs)"),
     "synthesize": ("xsyn.commands.synthesize", "generate one shard of a synthetic set (Xsyn-M/A, CAR, BOM, TIP, ...)"),
     "gather": ("xsyn.commands.gather", "merge synthesis shards into one synthetic dataset"),
     "train-detector": ("xsyn.commands.train_detector", "train an ultralytics detector on real + synthetic data"),

@@ -11,6 +11,10 @@ runs. The workflow's ``config/smoke.yaml``, ``config/paper.yaml`` and
 ``workflow/schemas/config.schema.yaml`` are links to these files, not copies. The names of
 the synthesis methods come from :data:`xsyn.methods.METHODS` (added to the schema here).
 ``$XSYN_CONFIG_DIR`` points profile names at another folder.
+
+What a command reads: :mod:`xsyn.jobs` lists the keys of each command;
+:func:`config_from_args` hands the command those keys and no others
+(:class:`ConfigSection`), so the code indexes keys and never falls back on a default.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from xsyn.methods import METHODS
+from xsyn.jobs import ALL, cut, leaves, reads
+from xsyn.methods import METHODS, model_runs
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -37,6 +42,38 @@ DEFAULT_PROFILE = "smoke"
 
 class ConfigError(ValueError):
     """A config value is missing, mistyped or unknown; the message names the key."""
+
+
+class ConfigSection(dict):
+    """The part of the configuration a command was handed (nested sections alike).
+
+    Indexing a key it does not hold raises :class:`ConfigError` naming the key and the
+    reader, instead of ``KeyError``; ``get`` does the same rather than return a fallback,
+    so a default restated in code can never take the place of the configured value.
+    """
+
+    def __init__(self, data: Mapping[str, Any] = (), where: str = "", reader: str = "xsyn"):
+        super().__init__()
+        self.where, self.reader = where, reader
+        for key, value in dict(data).items():
+            path = f"{where}{key}"
+            self[key] = ConfigSection(value, path + ".", reader) if isinstance(value, Mapping) else value
+
+    def __missing__(self, key: str) -> Any:
+        raise ConfigError(
+            f"{self.reader} reads {self.where}{key}, which is not in the configuration it was handed "
+            f"(what each command reads is listed in xsyn/jobs.py; its rule passes exactly that)"
+        )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key]
+
+    def __reduce__(self):  # pickles (process pools) and deep copies as itself
+        return (ConfigSection, (dict(self), self.where, self.reader))
+
+    def plain(self) -> dict[str, Any]:
+        """Plain nested dicts (for YAML dumps and records)."""
+        return {k: v.plain() if isinstance(v, ConfigSection) else v for k, v in self.items()}
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,6 +147,11 @@ def validate(cfg: Mapping[str, Any], source: str = "config") -> None:
             where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
             lines.append(f"  {where}: {e.message}")
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines))
+    if "detection" in cfg:
+        try:
+            model_runs(cfg["detection"]["models"])
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
 
 def load_config(
@@ -136,10 +178,46 @@ def load_config(
     return cfg
 
 
-def config_from_args(args: Any) -> dict[str, Any]:
-    """A command's config from its ``--config`` profiles, ``--config-json`` fragments and
-    ``--set`` overrides (the arguments :func:`xsyn.cli.add_config_arguments` defines)."""
-    return load_config(args.config, args.set, args.config_json)
+def config_from_args(args: Any, method: str | None = None) -> dict[str, Any]:
+    """What command ``args.command`` reads (:func:`xsyn.jobs.reads`; ``method``: the
+    synthesis method of the job), from its ``--config`` profiles, ``--config-json``
+    fragments and ``--set`` overrides (the arguments :func:`xsyn.cli.add_config_arguments`
+    defines), as a :class:`ConfigSection` holding those keys only.
+
+    A rule passes its job's keys as ``--config-json``; every key the command reads must
+    then be in those fragments, so nothing the rule left out is filled in from the smoke
+    defaults without a word.
+    """
+    cfg = load_config(args.config, args.set, args.config_json)
+    paths = reads(args.command, method)
+    reader = f"xsyn {args.command}"
+    if ALL in paths:
+        return cfg
+    mine = cut(cfg, paths)
+    if args.config_json:
+        given: dict[str, Any] = {}
+        for fragment in args.config_json:
+            given = deep_merge(given, json.loads(fragment))
+        for override in args.set:
+            keys, value = parse_override(override)
+            set_key(given, keys, value)
+        missing = [p for p in leaves(mine) if not _holds(given, p)]
+        if missing:
+            raise ConfigError(
+                f"{reader}: --config-json lacks {', '.join(missing[:8])}"
+                f"{' …' if len(missing) > 8 else ''}: a rule passes every key its command reads "
+                "(xsyn.jobs.job_config)"
+            )
+    return ConfigSection(mine, reader=reader)
+
+
+def _holds(tree: Mapping[str, Any], path: str) -> bool:
+    node: Any = tree
+    for key in path.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
 
 
 def resolve_device(name: str) -> str:

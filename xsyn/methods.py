@@ -1,4 +1,4 @@
-"""The names of the experiment's arms: synthetic-set methods and detector sources.
+"""The names of the experiment's arms: synthetic-set methods, detector sources and models.
 
 One registry, read by everything that needs a method name: the config validation (the
 schema's enum of ``synthesis.methods``), ``xsyn synthesize --method`` and its help, the
@@ -10,7 +10,11 @@ config loader read it at start-up.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 REAL_ONLY = "none"  # the detector source "real data only" (results paths, tables, plots)
 
@@ -69,3 +73,40 @@ def parse_sources(spec: str) -> list[str]:
     if len(set(parts)) != len(parts):
         raise ValueError(f"--source {spec!r}: a source is listed twice")
     return parts
+
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # one path component of results/runs/…
+
+
+def model_file(entry: str | Mapping[str, Any]) -> str:
+    return str(entry["file"]) if isinstance(entry, Mapping) else str(entry)
+
+
+def model_name(entry: str | Mapping[str, Any]) -> str:
+    """The run name of one ``detection.models`` entry (see the module docstring)."""
+    if isinstance(entry, Mapping):
+        return str(entry["name"])
+    path = Path(str(entry))
+    return path.stem if path.suffix in (".yaml", ".yml") else path.name
+
+
+def model_runs(models: Iterable[str | Mapping[str, Any]]) -> dict[str, str]:
+    """Run name → model file for every entry; a name used twice or unfit for a path
+    component raises ``ValueError`` naming the entries."""
+    runs: dict[str, str] = {}
+    for entry in models:
+        name, file = model_name(entry), model_file(entry)
+        if not MODEL_NAME.match(name):
+            raise ValueError(f"detection.models: run name {name!r} (of {file}) must be letters, digits, . _ + -")
+        if name in runs:
+            raise ValueError(
+                f"detection.models: {runs[name]} and {file} would share the run name {name!r}; "
+                f"give one a name of its own, e.g. {{name: {name}-2, file: {file}}}"
+            )
+        runs[name] = file
+    return runs
+
+
+def is_pretrained(file: str | Path) -> bool:
+    """A ``.pt`` starts from its weights; a ``.yaml`` from random init."""
+    return str(file).endswith(".pt")

@@ -25,10 +25,12 @@ def shard_complete(out_dir: str | Path) -> bool:
 
 def synthesize_shard(cfg: Mapping[str, Any], method: str, dataset_root: str | Path,
                      generator: str | Path | None, shard_index: int, shard_count: int,
-                     out_dir: str | Path, pipe: Any = None) -> dict[str, Any]:
+                     out_dir: str | Path, pipe: Any = None,
+                     candidates: str | Path | None = None) -> dict[str, Any]:
     """Write shard ``shard_index`` of ``shard_count`` of ``method`` to ``out_dir``.
 
-    Returns a summary (images written, sources skipped for lack of a layout, or
+    ``candidates``: the shard's candidate regions from ``xsyn candidates`` (generator
+    methods; found on the fly when not given). Returns a summary (images written, sources skipped for lack of a layout, or
     ``skipped: true`` when the shard already existed complete).
     """
     out_dir = Path(out_dir)
@@ -46,4 +48,5 @@ def synthesize_shard(cfg: Mapping[str, Any], method: str, dataset_root: str | Pa
         raise ValueError(f"method {method!r} needs --generator (a generator folder)")
     from xsyn.synthesis.run import generate_shard
 
-    return generate_shard(cfg, recipe, dataset_root, generator, shard_index, shard_count, out_dir, pipe)
+    return generate_shard(cfg, recipe, dataset_root, generator, shard_index, shard_count, out_dir, pipe,
+                          candidates)

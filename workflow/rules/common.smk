@@ -1,22 +1,28 @@
 # Shared helpers of the rules: config fragments, the experiment matrix, paths, wildcards.
 # Names come from the package (one definition each): the synthesis methods and the
-# real-only source from xsyn.methods, the share spelling of the paths from xsyn.data.contract.
+# real-only source from xsyn.methods, the share spelling of the paths from xsyn.data.contract,
+# what each command reads of the config from xsyn.jobs.
 
 import json
 import re
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from xsyn.data.contract import share_tag
 from xsyn.env import gpu_visible
-from xsyn.methods import METHODS, parse_sources
+from xsyn.jobs import job_config, launcher
+from xsyn.methods import METHODS, model_runs, parse_sources
 
 DATASET = config["dataset"]["name"]
+MODELS = model_runs(config["detection"]["models"])  # run name → model file (xsyn.methods)
 
 
 wildcard_constraints:
     dataset=r"[^/]+",
     method="|".join(re.escape(m) for m in METHODS),
-    model=r"[^/]+",
+    model="|".join(re.escape(m) for m in MODELS),
+    split=r"[^/]+",
     source=r"[^/]+",
     share=r"\d+(\.\d+)?",
     seed=r"\d+",
@@ -34,17 +40,12 @@ DETECTOR_THREADS = 1
 GPU_JOB = 1 if gpu_visible(config["device"]) else 0
 
 
-def cfg_json(*sections):
-    """The named config sections as one JSON fragment for `xsyn --config-json`.
-
-    Passed through `params:`, so Snakemake re-runs a rule exactly when one of the
-    sections it reads changes (and not when an unrelated section does).
-    """
-    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
-
-
-def model_stem(model):
-    return Path(model).stem
+def cfg_for(command, method=None):
+    """What `xsyn command` reads of the config for one job (xsyn.jobs), as the JSON of its
+    `--config-json`. Passed through `params:`, so Snakemake re-runs a job exactly when a key
+    it reads changes; the experiment matrix (methods, models, shares, sources, seeds) is not
+    among them: growing it adds jobs and re-runs none."""
+    return json.dumps(job_config(config, command, method), sort_keys=True)
 
 
 def detection_sources():
@@ -63,7 +64,7 @@ def metric_files():
     return expand(
         "results/metrics/{dataset}/{model}/{source}/p{share}/s{seed}.json",
         dataset=DATASET,
-        model=[model_stem(m) for m in config["detection"]["models"]],
+        model=list(MODELS),
         source=detection_sources(),
         share=[share_tag(s) for s in config["detection"]["shares"]],
         seed=config["detection"]["seeds"],
@@ -89,7 +90,7 @@ def pretrained_files():
     if gen["kind"] != "pretrained":
         return []
     files = []
-    for folder in (gen.get("pretrained") or {}).values():
+    for folder in gen["pretrained"].values():
         if not folder:
             continue
         found = sorted(str(p) for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).is_dir() else []

@@ -7,7 +7,7 @@ if config["dataset"]["format"] == "phantom":
         output:
             directory(config["dataset"]["source"]),
         params:
-            cfg=cfg_json("phantom"),
+            cfg=cfg_for("phantom"),
         log:
             "results/logs/phantom.log",
         shell:
@@ -20,7 +20,7 @@ rule prepare:
     output:
         directory(f"data/{DATASET}"),
     params:
-        cfg=cfg_json("dataset"),
+        cfg=cfg_for("prepare"),
     log:
         "results/logs/prepare.log",
     shell:

@@ -15,6 +15,7 @@ as one more source. Every random draw of a source image comes from a generator s
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,20 +54,20 @@ MASK_EPS = 1e-3  # interpolated mask weight above which a warped pixel belongs t
 
 @dataclass(frozen=True)
 class TipParams:
-    """The ``tip:`` config section, typed."""
+    """The ``tip:`` config section, typed (every field from the config: no defaults here)."""
 
-    scale: tuple[float, float] = (0.8, 1.2)
-    rotation: float = 180.0
-    flip: bool = True
-    min_visibility: float = 0.5
-    items_per_image: int = 1
-    max_iou: float = 0.3
-    white_level: float | None = None
-    transmission: str = "auto"
+    scale: tuple[float, float]
+    rotation: float
+    flip: bool
+    min_visibility: float
+    items_per_image: int
+    max_iou: float
+    white_level: float | None
+    transmission: str
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> TipParams:
-        tip = dict(cfg.get("tip", {}))
+        tip = dict(cfg["tip"])
         tip.pop("seed", None)
         if "scale" in tip:
             lo, hi = (float(v) for v in tip["scale"])
@@ -76,7 +77,7 @@ class TipParams:
         unknown = set(tip) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"tip: unknown keys {sorted(unknown)}")
-        return cls(**tip)
+        return cls(**{name: tip[name] for name in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -362,8 +363,9 @@ def run_tip_shard(
     by ``(seed, tip.seed, i)``: the caller's seed (``synthesis.seed``) and TIP's own. A source image where no item found a place
     is skipped (it would only duplicate the real scan) and counted.
     """
+    start = time.perf_counter()
     params = TipParams.from_config(cfg)
-    tip_seed = int(cfg.get("tip", {}).get("seed", 0))
+    tip_seed = int(cfg["tip"]["seed"])
     dataset_root = Path(dataset_root)
     coco = load_split(dataset_root, split)
     codec = select_codec(dataset_root, coco, params.transmission, params.white_level)
@@ -383,6 +385,7 @@ def run_tip_shard(
     with ShardWriter(out_dir, coco["categories"], method=METHOD) as shard:
         for image in tqdm(sources, desc=f"tip shard {shard_index + 1}/{shard_count}", unit="img"):
             rng = np.random.default_rng([seed, tip_seed, image["id"]])
+            began = time.perf_counter()
             canvas, context, placed, missed = synthesize_one(
                 image, by_image[image["id"]], regions[image["id"]], bank, params, rng
             )
@@ -395,6 +398,7 @@ def run_tip_shard(
                 f"{image['id']:06d}_tip.png",
                 annotations=_labels(by_image[image["id"]], placed, names),
                 provenance=_provenance(image, seed, tip_seed, codec, placed),
+                seconds=time.perf_counter() - began,
             )
             written += 1
             pasted += len(placed)
@@ -408,6 +412,8 @@ def run_tip_shard(
         }
         assert shard.tmp is not None
         write_json(shard.tmp / SUMMARY_FILE, summary)
+        shard.info = {"method": METHOD, "shard": [shard_index, shard_count], "source_images": len(sources),
+                      "images": written, "seconds": round(time.perf_counter() - start, 3)}
     return summary
 
 

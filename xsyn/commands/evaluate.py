@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="prepared real dataset folder, e.g. data/phantom")
     parser.add_argument(
         "--splits", nargs="+", default=None,
-        help="splits to score (default: config detection.eval_splits); PIDray: test_easy test_hard test_hidden",
+        help="splits to score (default: config detection.eval_splits, what the workflow uses); "
+        "PIDray: test_easy test_hard test_hidden",
     )
     parser.add_argument("--out", required=True, help="metrics JSON path")
 

@@ -1,9 +1,13 @@
 """``xsyn finetune``: train the box-grounded generator (tiny: from scratch) on a prepared dataset.
 
 Writes a diffusers ``StableDiffusionGLIGENPipeline`` folder to ``--out`` (safetensors) with
-``loss.csv``, ``loss.png``, ``samples.png`` and ``finetune.json`` beside the components, and
+``loss.csv``, ``loss.png`` and ``finetune.json`` beside the components, and
 ``stages/<name>/`` for each earlier stage (the generation model before inpainting).
 Checkpoints go to ``--work-dir``; rerunning the same command resumes from the last one.
+``xsyn samples`` draws the model's sample grid (a job of its own).
+
+With several processes (``accelerate launch --num_processes N -m xsyn finetune …``, what the
+workflow runs when ``finetune.gpus`` > 1) the same loop trains data-parallel.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-minutes", type=float, default=None,
         help="wall-clock budget: checkpoint and stop (exit 3) when it runs out; rerun to resume",
     )
-    parser.add_argument("--no-samples", action="store_true", help="skip the samples.png grid")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,19 +35,13 @@ def run(args: argparse.Namespace) -> int:
 
     from xsyn.config import config_from_args
     from xsyn.generator.finetune import BudgetExceeded, finetune
-    from xsyn.generator.samples import write_sample_grid
 
     cfg = config_from_args(args)
     if not args.dataset.is_dir():
         raise FileNotFoundError(f"--dataset {args.dataset}: folder not found")
     start = time.monotonic()
-
-    def samples(comps, folder: Path) -> None:
-        if not args.no_samples:
-            write_sample_grid(folder, args.dataset, cfg, folder / "samples.png", comps=comps)
-
     try:
-        finetune(cfg, args.dataset, args.out, args.work_dir, args.max_minutes, extra_outputs=samples)
+        finetune(cfg, args.dataset, args.out, args.work_dir, args.max_minutes)
     except BudgetExceeded as e:
         print(f"xsyn finetune: {e}", file=sys.stderr)
         return 3

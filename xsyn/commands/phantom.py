@@ -24,9 +24,9 @@ def run(args: argparse.Namespace) -> int:
     from xsyn.data.phantom import generate, params_from_config
 
     cfg = config_from_args(args)["phantom"]
-    num = args.num_images if args.num_images is not None else cfg.get("num_images", 400)
-    seed = args.seed if args.seed is not None else cfg.get("seed", 0)
-    workers = args.workers if args.workers is not None else cfg.get("workers", 1)
+    num = args.num_images if args.num_images is not None else cfg["num_images"]
+    seed = args.seed if args.seed is not None else cfg["seed"]
+    workers = args.workers if args.workers is not None else cfg["workers"]
     params = params_from_config(cfg, image_size=args.image_size)
     coco = generate(args.out, params, num, seed, workers=max(1, workers), progress=not args.no_progress)
     n_ann, n_reg = len(coco["annotations"]), len(coco["regions"])

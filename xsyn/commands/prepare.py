@@ -35,11 +35,11 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or ds["name"]
     out = args.out or os.path.join("data", name)
     opts = PrepareOptions(
-        val_fraction=ds.get("val_fraction", 0.1),
-        test_fraction=ds.get("test_fraction", 0.2),
-        subset_shares=ds.get("subset_shares", [1, 5, 10, 25, 50]),
-        split_seed=ds.get("split_seed", 0),
-        link_images=ds.get("link_images", True),
+        val_fraction=ds["val_fraction"],
+        test_fraction=ds["test_fraction"],
+        subset_shares=ds["subset_shares"],
+        split_seed=ds["split_seed"],
+        link_images=ds["link_images"],
         workers=args.workers,
         progress=not args.no_progress,
         strict=bool(args.strict or ds["strict"]),

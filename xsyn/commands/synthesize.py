@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="prepared real dataset folder, e.g. data/phantom")
     parser.add_argument("--generator", default=None,
                         help="generator folder (diffusers GLIGEN pipeline); not needed for tip")
+    parser.add_argument("--candidates", default=None,
+                        help="the shard's candidate regions (JSON from xsyn candidates); generator methods "
+                        "find them on the fly without it")
     parser.add_argument("--shard", type=int, default=0, help="shard index, 0-based")
     parser.add_argument("--shards", type=int, default=1, help="shard count")
     parser.add_argument("--out", required=True, help="shard folder to write")
@@ -34,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from xsyn.config import config_from_args
     from xsyn.synthesize import synthesize_shard
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, method=args.method)
     summary = synthesize_shard(cfg, args.method, args.dataset, args.generator, args.shard,
-                               args.shards, args.out)
+                               args.shards, args.out, candidates=args.candidates)
     print(json.dumps(summary))
     return 0

@@ -17,7 +17,11 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="prepared real dataset folder, e.g. data/phantom")
-    parser.add_argument("--model", required=True, help="ultralytics model yaml (yolov8n.yaml, rtdetr-l.yaml) or a local .pt")
+    parser.add_argument("--model", required=True,
+                        help="ultralytics model yaml (yolov8n.yaml, rtdetr-l.yaml: random init) or a local .pt "
+                        "(its weights, e.g. a COCO-pretrained yolov8s.pt)")
+    parser.add_argument("--name", default=None,
+                        help="the run's model name in tables (default: yolov8n for yolov8n.yaml, yolov8s.pt for a .pt)")
     parser.add_argument("--share", type=float, required=True, help="percent of real training data (100 = train.json)")
     parser.add_argument(
         "--source", default="none",
@@ -42,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     synthetic_root = Path(args.synthetic_root or Path("data") / "synthetic" / dataset.name)
     record = train_detector(
         dataset, args.model, args.share, sources, args.seed, args.out, synthetic_root,
-        cfg["detection"], device=resolve_device(cfg["device"]),
+        cfg["detection"], device=resolve_device(cfg["device"]), name=args.name,
     )
     print(
-        f"trained {record['model']} on {record['dataset']} share {args.share:g}% + {record['source']} "
+        f"trained {record['model']} ({record['init']['kind']}) on {record['dataset']} share {args.share:g}% + {record['source']} "
         f"(seed {args.seed}, images {record['images']}) in {record['train_seconds']} s → {args.out}/weights.pt"
     )
     return 0

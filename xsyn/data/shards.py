@@ -6,6 +6,10 @@ Synthesis is split into shards of source images (one Snakemake job each). A shar
 appears only when complete (written under a temporary name and renamed), so a killed run
 resumes by redoing just the missing shards. ``gather`` merges the shard folders into the
 synthetic-set contract of DESIGN §4: ``annotations.json`` + ``images/``, ids renumbered.
+
+Wall-clock times are kept beside the annotations, in ``timing.json`` (per shard: counts,
+device, seconds; per image: its share of its batch's seconds), so the annotations of a
+re-run are byte-identical and a dataset's hash does not change with the machine's load.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from xsyn.data.contract import check_relative_name, load_coco, save_coco
-from xsyn.io import atomic_dir, link_or_copy
+from xsyn.io import atomic_dir, link_or_copy, read_json, write_json
 
 T = TypeVar("T")
 
 SHARD_ANNOTATIONS = "annotations.json"
+TIMING = "timing.json"
 
 
 def shard_slice(items: Sequence[T], index: int, count: int) -> list[T]:
@@ -52,6 +57,8 @@ class ShardWriter:
         self.method = method
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
+        self.info: dict[str, Any] | None = None  # the shard's record (counts, device, seconds), set by the producer
+        self.seconds: dict[str, float] = {}  # image file name → seconds (add_image's ``seconds``)
         self._ctx = atomic_dir(self.final_dir)
         self.tmp: Path | None = None
 
@@ -67,17 +74,21 @@ class ShardWriter:
         annotations: list[dict[str, Any]],
         provenance: dict[str, Any],
         extra_images: dict[str, Image.Image] | None = None,
+        seconds: float | None = None,
     ) -> int:
         """Save ``image`` as ``images/<file_name>`` with its boxes; returns the local image id.
 
         ``extra_images`` (e.g. the non-BOM variant) are saved beside it under
-        ``images/<key>/<file_name>`` and referenced from the provenance.
+        ``images/<key>/<file_name>`` and referenced from the provenance; ``seconds`` (the
+        time it took) goes to ``timing.json``.
         """
         assert self.tmp is not None, "use ShardWriter as a context manager"
         name = check_relative_name(file_name, str(self.final_dir), "add_image")
         path = self.tmp / "images" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
+        if seconds is not None:
+            self.seconds[name] = round(float(seconds), 4)
         prov = {"method": self.method, **provenance}
         for key, extra in (extra_images or {}).items():
             extra_name = f"{key}/{name}"
@@ -103,17 +114,24 @@ class ShardWriter:
             coco = {"images": self.images, "annotations": self.annotations,
                     "categories": self.categories}
             save_coco(self.tmp / SHARD_ANNOTATIONS, coco)
+            write_json(self.tmp / TIMING, {"shard": self.info, "images": self.seconds})
         return bool(self._ctx.__exit__(exc_type, exc, tb))
 
 
 def gather(shard_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Merge complete shard folders into one synthetic set (atomic; ids renumbered)."""
+    """Merge complete shard folders into one synthetic set (atomic; ids renumbered); their
+    ``timing.json`` files merge into one (``shards``: each shard's record; ``images``)."""
     out_dir = Path(out_dir)
     merged: dict[str, Any] = {"images": [], "annotations": [], "categories": None}
+    timing: dict[str, Any] = {"shards": [], "images": {}}
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         for shard in map(Path, shard_dirs):
             coco = load_coco(shard / SHARD_ANNOTATIONS, shard / "images")
+            if (shard / TIMING).is_file():
+                record = read_json(shard / TIMING)
+                timing["shards"].append(record["shard"])
+                timing["images"].update(record["images"])
             if merged["categories"] is None:
                 merged["categories"] = coco["categories"]
             elif coco["categories"] != merged["categories"]:
@@ -135,6 +153,7 @@ def gather(shard_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) 
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     link_or_copy(src, dest)
         merged["categories"] = merged["categories"] or []
+        write_json(tmp / TIMING, timing)
         save_coco(tmp / SHARD_ANNOTATIONS, merged)
     return merged
 

@@ -200,8 +200,8 @@ def evaluate_weights(
         coco = load_split(dataset, split)
         dets = predict_coco(
             model, class_to_cat, coco, dataset / "images",
-            conf=det_cfg["conf"], iou=det_cfg["iou"], max_det=int(det_cfg.get("max_det", 100)),
-            imgsz=det_cfg["imgsz"], batch=det_cfg.get("batch", 1), device=device, desc=f"predict {split}",
+            conf=det_cfg["conf"], iou=det_cfg["iou"], max_det=int(det_cfg["max_det"]),
+            imgsz=det_cfg["imgsz"], batch=det_cfg["batch"], device=device, desc=f"predict {split}",
         )
         pred_path = predictions_path(out, split)
         write_json(pred_path, dets, indent=None)

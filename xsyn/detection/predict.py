@@ -16,7 +16,7 @@ from tqdm import tqdm
 from xsyn.data.boxes import xyxy_to_xywh
 from xsyn.data.contract import DatasetError
 from xsyn.detection.mix import read_classes
-from xsyn.detection.train import build_model, read_run
+from xsyn.detection.train import build_model
 
 
 def load_detector(weights: str | os.PathLike) -> tuple[Any, dict[int, int]]:
@@ -25,8 +25,7 @@ def load_detector(weights: str | os.PathLike) -> tuple[Any, dict[int, int]]:
     classes = weights.parent / "classes.json"
     if not classes.is_file():
         raise FileNotFoundError(f"{classes}: missing (the class order of {weights}; written by train-detector)")
-    family = read_run(weights).get("model_file")
-    return build_model(weights, family=family), read_classes(classes)
+    return build_model(weights), read_classes(classes)
 
 
 def predict_coco(

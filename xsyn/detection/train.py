@@ -1,7 +1,11 @@
 """Train one ultralytics detector (YOLO family or RT-DETR) on a real + synthetic mix.
 
-Models are built from a model ``.yaml`` (random init), never from a downloaded ``.pt``; a
-``.pt`` is accepted only when it is an existing local file. With ``pretrain_synthetic``
+Models are built from a model ``.yaml`` (random init) or from a local ``.pt`` (its weights:
+the authors' detectors started from pretrained backbones; ultralytics re-heads a COCO
+checkpoint for the dataset's classes), never from a downloaded file: a ``.pt`` is accepted
+only when it is an existing local file. Whether it is RT-DETR or YOLO is read from the
+checkpoint itself, whatever the file is called. ``run.json`` records which file, which
+kind of start and a digest of the weights. With ``pretrain_synthetic``
 the run first trains on the synthetic sets alone, then fine-tunes those weights on the
 real subset. Validation is the real ``val`` split in every stage.
 
@@ -16,6 +20,7 @@ Run folder (``out``)::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -35,7 +40,28 @@ THREAD_RESET_EVENTS = ("on_pretrain_routine_start", "on_val_start", "on_predict_
 
 
 def is_rtdetr(model: str | os.PathLike) -> bool:
+    """RT-DETR or YOLO: a ``.pt`` says so in its checkpoint (the class of the model it
+    holds), a ``.yaml`` in its name (ultralytics' RT-DETR files are ``rtdetr-*.yaml``)."""
+    model = str(model)
+    if model.endswith(".pt") and Path(model).is_file():
+        from ultralytics.nn.tasks import torch_safe_load
+
+        checkpoint, _ = torch_safe_load(model)
+        held = checkpoint.get("ema") or checkpoint["model"]
+        return type(held).__name__.startswith("RTDETR")
     return "rtdetr" in Path(model).name.lower()
+
+
+def model_init(model: str | os.PathLike) -> dict[str, Any]:
+    """Where a run starts (recorded in ``run.json``): a ``.pt``'s weights (with a digest, so
+    a swapped file shows) or a ``.yaml``'s random init."""
+    model = str(model)
+    if model.endswith(".pt"):
+        digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:12]
+        return {"kind": "pretrained", "file": model, "sha256": digest,
+                "family": "rtdetr" if is_rtdetr(model) else "yolo"}
+    return {"kind": "scratch", "file": model, "sha256": None,
+            "family": "rtdetr" if is_rtdetr(model) else "yolo"}
 
 
 def check_model(model: str | os.PathLike) -> str:
@@ -51,19 +77,16 @@ def check_model(model: str | os.PathLike) -> str:
     return model
 
 
-def build_model(model: str | os.PathLike, family: str | None = None) -> Any:
-    """An ultralytics model from a ``.yaml`` (fresh) or a local ``.pt`` (never downloaded).
-
-    ``family`` (the model yaml the weights came from) picks RT-DETR vs YOLO for a ``.pt``
-    whose file name doesn't tell, e.g. ``weights.pt``.
-    """
+def build_model(model: str | os.PathLike) -> Any:
+    """An ultralytics model from a ``.yaml`` (fresh) or a local ``.pt`` (never downloaded),
+    as RT-DETR or YOLO according to :func:`is_rtdetr`."""
     from xsyn.env import prepare_ultralytics
 
     prepare_ultralytics()
     from ultralytics import RTDETR, YOLO
 
     model = check_model(model)
-    cls = RTDETR if is_rtdetr(family or model) else YOLO
+    cls = RTDETR if is_rtdetr(model) else YOLO
     detector = cls(model)
     keep_job_threads(detector)
     return detector
@@ -92,7 +115,7 @@ def ultralytics_args(det_cfg: Mapping[str, Any], seed: int, device: str, project
         "val": True,
         "verbose": False,
         # any other ultralytics train argument (optimizer, lr0, nbs, mosaic, ...), verbatim
-        **dict(det_cfg.get("train_args") or {}),
+        **dict(det_cfg["train_args"] or {}),
     }
 
 
@@ -113,20 +136,25 @@ def train_detector(
     out: str | os.PathLike,
     synthetic_root: str | os.PathLike,
     det_cfg: Mapping[str, Any],
-    device: str = "cpu",
+    device: str,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Build the mix, train (optionally pre-train on synthetic, then fine-tune on real),
-    and write ``out/weights.pt``; returns the run record also written to ``run.json``."""
+    and write ``out/weights.pt``; returns the run record also written to ``run.json``.
+    ``name`` is the run's model name (:func:`xsyn.methods.model_name` of the entry)."""
+    from xsyn.methods import model_name
+
     check_model(model)
+    init, run_name = model_init(model), name or model_name(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     shutil.rmtree(out / "mix", ignore_errors=True)  # a stale mix from an earlier run would leak images
     mix = build_mix(
         dataset, share, sources, synthetic_root, out / "mix",
-        repeat=float(det_cfg.get("synthetic_repeat", 1.0)), seed=seed,
+        repeat=float(det_cfg["synthetic_repeat"]), seed=seed,
     )
-    if det_cfg.get("pretrain_synthetic") and mix.synthetic_dirs:
+    if det_cfg["pretrain_synthetic"] and mix.synthetic_dirs:
         stages = [("pretrain", mix.synthetic_dirs), ("finetune", mix.real_dirs)]
     else:
         stages = [("train", mix.real_dirs + mix.synthetic_dirs)]
@@ -135,15 +163,16 @@ def train_detector(
     weights: str | Path = model
     for name, train_dirs in stages:
         data = mix.data_yaml(out / "mix" / f"{name}.yaml", train_dirs)
-        detector = build_model(weights, family=model)
+        detector = build_model(weights)
         detector.train(data=str(data), name=name, **args)
         weights = final_weights(detector.trainer)
 
     write_classes(out / "classes.json", mix.classes)
     record = {
         "dataset": Path(dataset).name,
-        "model": Path(model).stem,
+        "model": run_name,
         "model_file": str(model),
+        "init": init,
         "source": "+".join(sources) if sources else "none",
         "share": share,
         "seed": seed,

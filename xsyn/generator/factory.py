@@ -170,24 +170,24 @@ def build_tiny_components(
         up_block_types=("UpDecoderBlock2D",) * len(vae_ch),
         block_out_channels=tuple(vae_ch),
         layers_per_block=1,
-        latent_channels=tiny.get("latent_channels", 4),
+        latent_channels=tiny["latent_channels"],
         norm_num_groups=_group_count(vae_ch),
         sample_size=resolution,
         scaling_factor=1.0,  # set from data after VAE pre-training
         # attention at the VAE's latent resolution is a large share of a CPU step
-        mid_block_add_attention=tiny.get("vae_mid_attention", True),
+        mid_block_add_attention=tiny["vae_mid_attention"],
     )
     # Cross-attention (and GLIGEN's gated self-attention) only on the levels asked for:
     # CAR needs 16×16 maps; full attention at 32×32 triples a CPU training step.
-    attn = list(tiny.get("unet_attention") or [True] * len(unet_ch))
+    attn = list(tiny["unet_attention"])
     if len(attn) != len(unet_ch) or not any(attn):
         raise ValueError(
             f"generator.tiny.unet_attention {attn} must give one flag per unet_channels level, at least one true"
         )
     unet = UNet2DConditionModel(
         sample_size=resolution // vae_factor,
-        in_channels=9 if inpaint else tiny.get("latent_channels", 4),
-        out_channels=tiny.get("latent_channels", 4),
+        in_channels=9 if inpaint else tiny["latent_channels"],
+        out_channels=tiny["latent_channels"],
         block_out_channels=tuple(unet_ch),
         down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
         up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in attn[::-1]),
@@ -197,7 +197,7 @@ def build_tiny_components(
         norm_num_groups=_group_count(unet_ch),
         attention_type="gated",
     )
-    open_gates(unet, tiny.get("gate_init", 0.0))
+    open_gates(unet, tiny["gate_init"])
     tokenizer = load_clip_tokenizer()
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -216,7 +216,7 @@ def build_tiny_components(
     # v-prediction (Salimans & Ho 2022) is an option for models trained from scratch: its loss
     # weighs an item's shape at high noise ~1/SNR times more than noise prediction does. Not
     # measured to help on the smoke data yet. The scheduler carries it to every pipeline.
-    scheduler = sd_scheduler(tiny.get("prediction_type", "epsilon"))
+    scheduler = sd_scheduler(tiny["prediction_type"])
     return GeneratorComponents(unet, vae, text_encoder, tokenizer, scheduler)
 
 
@@ -263,12 +263,12 @@ def load_pretrained_components(paths: dict[str, Any], inpaint: bool = False) -> 
     in float32 whatever the files hold (the shipped tiny generator is stored in float16):
     training keeps float32 master weights and accelerate casts for mixed precision.
     """
-    pipe = paths.get("pipeline")
+    pipe = paths["pipeline"]
     if pipe is not None and not Path(pipe).is_dir():
         raise FileNotFoundError(f"generator.pretrained.pipeline: folder {pipe} not found")
 
     def where(name: str) -> tuple[str, dict[str, Any]]:
-        if paths.get(name):
+        if paths[name]:
             if not Path(paths[name]).is_dir():
                 raise FileNotFoundError(f"generator.pretrained.{name}: folder {paths[name]} not found")
             return str(paths[name]), {}
@@ -282,7 +282,7 @@ def load_pretrained_components(paths: dict[str, Any], inpaint: bool = False) -> 
     vae = AutoencoderKL.from_pretrained(vpath, local_files_only=True, torch_dtype=torch.float32, **vkw)
     tpath, tkw = where("text_encoder")
     text_encoder = CLIPTextModel.from_pretrained(tpath, local_files_only=True, dtype=torch.float32, **tkw)
-    if paths.get("tokenizer") or (pipe is not None and Path(pipe, "tokenizer").is_dir()):
+    if paths["tokenizer"] or (pipe is not None and Path(pipe, "tokenizer").is_dir()):
         kpath, kkw = where("tokenizer")
         tokenizer = CLIPTokenizer.from_pretrained(Path(kpath, kkw.get("subfolder", "")))
     else:
@@ -313,13 +313,13 @@ def pretrained_identity(paths: dict[str, Any], max_hash_bytes: int = 64 << 20) -
     return out
 
 
-def build_components(cfg: dict[str, Any], inpaint: bool = False) -> GeneratorComponents:
-    """Dispatch on ``cfg["generator"]["kind"]`` (tiny | pretrained)."""
+def build_components(cfg: dict[str, Any], inpaint: bool = False, seed: int = 0) -> GeneratorComponents:
+    """Dispatch on ``cfg["generator"]["kind"]`` (tiny | pretrained); ``seed`` initialises a tiny model."""
     gen = cfg["generator"]
     if gen["kind"] == "tiny":
-        return build_tiny_components(gen["tiny"], gen["resolution"], inpaint, seed=cfg.get("seed", 0))
+        return build_tiny_components(gen["tiny"], gen["resolution"], inpaint, seed=seed)
     if gen["kind"] == "pretrained":
-        comps = load_pretrained_components(gen.get("pretrained", {}), inpaint)
+        comps = load_pretrained_components(gen["pretrained"], inpaint)
         set_resolution(comps, gen["resolution"])
         return comps
     raise ValueError(f"generator.kind: unknown kind {gen['kind']!r} (tiny | pretrained)")

@@ -105,8 +105,8 @@ def make_accelerator(ft: dict[str, Any], device: str) -> Any:
     from accelerate.utils import DistributedDataParallelKwargs
 
     return Accelerator(
-        mixed_precision=ft.get("mixed_precision", "no"),
-        gradient_accumulation_steps=ft.get("gradient_accumulation", 1),
+        mixed_precision=ft["mixed_precision"],
+        gradient_accumulation_steps=ft["gradient_accumulation"],
         cpu=device == "cpu",
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
@@ -132,17 +132,17 @@ class FineTuner:
         self.step_callback = step_callback
         self.from_scratch = self.gen["kind"] == "tiny"
         self.stages = plan_stages(cfg)
-        self.accelerator = acc = make_accelerator(self.ft, cfg.get("device", "auto"))
+        self.accelerator = acc = make_accelerator(self.ft, cfg["device"])
         acc.register_save_state_pre_hook(self._save_state_hook)
         acc.register_load_state_pre_hook(self._load_state_hook)
-        self.accumulation = self.ft.get("gradient_accumulation", 1)
+        self.accumulation = self.ft["gradient_accumulation"]
         per_step, denom = self.ft["batch_size"], acc.num_processes * self.accumulation
         if per_step % denom:
             raise ValueError(
                 f"finetune.batch_size {per_step} must be divisible by processes × gradient_accumulation = {denom}"
             )
         self.micro_batch = per_step // denom
-        self.seed = self.ft.get("seed", 0)
+        self.seed = self.ft["seed"]
         self.examples = examples
         alignment = self.ft["attention_alignment"]
         self.aligns = any(alignment[k] for k in ("token_weight", "pixel_weight", "mse_weight"))
@@ -150,8 +150,8 @@ class FineTuner:
         self.attention_params: tuple[str, ...] = ()  # set per stage: attn2 projections the alignment trains
         if self.examples is None:
             self.examples, _ = load_examples(
-                self.dataset, self.ft.get("train_split", "train"), self.gen["resolution"],
-                self.ft.get("min_box_area", 0.01), self.ft.get("max_boxes", 8),
+                self.dataset, self.ft["train_split"], self.gen["resolution"],
+                self.ft["min_box_area"], self.ft["max_boxes"],
             )
         self.records: list[dict[str, Any]] = []
         self.global_step = 0
@@ -278,7 +278,7 @@ class FineTuner:
         acc = self.accelerator
         if stage.inpaint and self.comps.unet.config.in_channels != 9:
             widen_conv_in(self.comps.unet, 9)
-        text_scale = self.ft.get("text_encoder_lr_scale", 1.0)
+        text_scale = self.ft["text_encoder_lr_scale"]
         term = build_alignment(self.cfg, self.comps) if stage.kind == "unet" and self.aligns else None
         extra = term.attention_layers if term is not None and self.train_attention else ()
         self.attention_params = tuple(f"{layer}.{proj}." for layer in extra for proj in ("to_q", "to_k"))
@@ -296,16 +296,16 @@ class FineTuner:
         )
         # A prepared schedule steps once per process per optimizer step (as in diffusers' examples)
         lr_scheduler = get_scheduler(
-            "constant_with_warmup", optimizer, num_warmup_steps=self.ft.get("warmup_steps", 0) * acc.num_processes
+            "constant_with_warmup", optimizer, num_warmup_steps=self.ft["warmup_steps"] * acc.num_processes
         )
         objective = TrainingObjective(
-            self.comps, stage, "text_encoder" in groups, self.ft.get("mask_loss_weight", 1.0), self.ft.get("snr_gamma"),
+            self.comps, stage, "text_encoder" in groups, self.ft["mask_loss_weight"], self.ft["snr_gamma"],
             terms=[term] if term is not None else (),
         )
         self.model, self.optimizer, self.lr_scheduler = acc.prepare(objective, optimizer, lr_scheduler)
         self.ema = None
-        if self.ft.get("ema") and stage.kind == "unet":
-            self.ema = EMAModel(params, decay=self.ft.get("ema_decay", 0.999))
+        if self.ft["ema"] and stage.kind == "unet":
+            self.ema = EMAModel(params, decay=self.ft["ema_decay"])
             self.ema.to(acc.device)
         return params
 
@@ -329,7 +329,7 @@ class FineTuner:
         g = torch.Generator().manual_seed(self.seed)
         idx = list(range(len(self.examples)))
         for i in tqdm(range(0, len(idx), 16), desc="cache latents", disable=not self.accelerator.is_local_main_process):
-            pix = make_batch(self.examples, idx[i : i + 16], g, self.ft.get("max_boxes", 8), 0.0, flip=False)
+            pix = make_batch(self.examples, idx[i : i + 16], g, self.ft["max_boxes"], 0.0, flip=False)
             post = vae.encode(pix["pixel_values"].to(self.accelerator.device, vae.dtype)).latent_dist
             means.append(post.mean.float().cpu())
             stds.append(post.std.float().cpu())
@@ -350,7 +350,7 @@ class FineTuner:
     def crop_cells(self, stage: Stage) -> int:
         """``finetune.inpaint_crop`` (px) in latent cells for this stage; 0 means whole scans,
         as does a window at least as large as the scans (e.g. smoke settings on small scans)."""
-        px = self.ft.get("inpaint_crop", 0) if stage.inpaint else 0
+        px = self.ft["inpaint_crop"] if stage.inpaint else 0
         factor, res = self.comps.vae_scale_factor, self.gen["resolution"]
         if not px or px >= res:
             return 0
@@ -368,7 +368,7 @@ class FineTuner:
         g = torch.Generator().manual_seed(self.seed)
         zs = []
         for i in range(0, len(idx), 16):
-            pix = make_batch(self.examples, idx[i : i + 16], g, self.ft.get("max_boxes", 8), 0.0, flip=False)
+            pix = make_batch(self.examples, idx[i : i + 16], g, self.ft["max_boxes"], 0.0, flip=False)
             pix = pix["pixel_values"]
             post = vae.encode(pix.to(self.accelerator.device)).latent_dist
             zs.append((post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(post.mean)).float().cpu())
@@ -385,14 +385,14 @@ class FineTuner:
         idx = batch_indices(len(self.examples), self.micro_batch, pos, self.seed + stage_index)
         unet = stage.kind == "unet"
         batch = make_batch(
-            self.examples, idx, g, self.ft.get("max_boxes", 8),
-            self.ft.get("caption_drop_prob", 0.5) if unet else 0.0,
-            self.ft.get("grounding_drop_prob", 0.0) if unet else 0.0,
+            self.examples, idx, g, self.ft["max_boxes"],
+            self.ft["caption_drop_prob"] if unet else 0.0,
+            self.ft["grounding_drop_prob"] if unet else 0.0,
             flip=True, inpaint=stage.inpaint, latent_size=self.gen["resolution"] // self.comps.vae_scale_factor,
             crop=self.crop_cells(stage),
         )
         if not unet:
-            batch["pixel_values"] = random_crop(batch["pixel_values"], self.ft.get("vae_crop", 0), g)
+            batch["pixel_values"] = random_crop(batch["pixel_values"], self.ft["vae_crop"], g)
         elif self.latent_cache is not None:
             self.attach_latents(batch)
         return batch, g
@@ -436,9 +436,9 @@ class FineTuner:
         if checkpoint is not None:
             acc.load_state(str(checkpoint))  # optimizer, LR schedule, EMA, RNG states
         self.model.train()
-        if stage.kind == "unet" and self.ft.get("cache_latents", False) and self.latent_cache is None:
+        if stage.kind == "unet" and self.ft["cache_latents"] and self.latent_cache is None:
             self.cache_latents()
-        every = self.ft.get("checkpoint_every", 100)
+        every = self.ft["checkpoint_every"]
         self._smooth = None
         with tqdm(total=stage.steps, initial=start_step, desc=f"finetune {stage.name}",
                   disable=not acc.is_local_main_process, dynamic_ncols=True) as bar:
@@ -467,7 +467,7 @@ class FineTuner:
 
     def train(self) -> GeneratorComponents:
         """Run (or resume) every stage; returns the final components (also written to ``out``)."""
-        self.comps = build_components({**self.cfg, "seed": self.seed}, inpaint=False)
+        self.comps = build_components(self.cfg, inpaint=False, seed=self.seed)
         if self.comps.unet.config.in_channels == 9 and any(s.kind == "unet" and not s.inpaint for s in self.stages):
             raise ValueError(
                 "finetune.stages: the configured UNet is already an inpainting model (9-channel conv_in), "
@@ -475,7 +475,7 @@ class FineTuner:
                 "checkpoint (e.g. gligen-1-4-generation-text-box) or keep only inpainting stages"
             )
         if self.aligns and any(ex.class_masks is None for ex in self.examples):
-            attach_class_masks(self.examples, self.dataset, self.ft.get("train_split", "train"), self.gen["resolution"],
+            attach_class_masks(self.examples, self.dataset, self.ft["train_split"], self.gen["resolution"],
                                self.gen["resolution"] // self.comps.vae_scale_factor,
                                self.ft["attention_alignment"]["masks"])
         self.claim_work_dir()
@@ -498,7 +498,7 @@ class FineTuner:
         ident = {"generator": self.gen, "finetune": self.ft, "dataset": str(self.dataset.resolve()),
                  "examples": len(self.examples)}
         if self.gen["kind"] == "pretrained":  # a retrained starting point is another job
-            ident["pretrained_files"] = pretrained_identity(self.gen.get("pretrained") or {})
+            ident["pretrained_files"] = pretrained_identity(self.gen["pretrained"] or {})
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def claim_work_dir(self) -> None:
@@ -521,15 +521,15 @@ class FineTuner:
 
         if not self.comps.is_inpainting:
             return None
-        split = "val" if (self.dataset / "annotations" / "val.json").is_file() else self.ft.get("train_split", "train")
+        split = "val" if (self.dataset / "annotations" / "val.json").is_file() else self.ft["train_split"]
         examples, classes = load_examples(
-            self.dataset, split, self.gen["resolution"], self.ft.get("min_box_area", 0.01), self.ft.get("max_boxes", 8),
+            self.dataset, split, self.gen["resolution"], self.ft["min_box_area"], self.ft["max_boxes"],
         )
         examples = [ex for ex in examples if len(ex.boxes)][:64]
         if not examples or len(classes) < 2:
             return None
         # whole scans, as the pipelines sample
-        result = conditioning_ratio(self.comps, examples, classes, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8))
+        result = conditioning_ratio(self.comps, examples, classes, seed=self.seed, max_boxes=self.ft["max_boxes"])
         return {"split": split, "images": len(examples), **result}
 
     def attention_check(self) -> dict[str, Any] | None:
@@ -540,9 +540,9 @@ class FineTuner:
         if not self.comps.is_inpainting:
             return None
         al = self.ft["attention_alignment"]
-        split = "val" if (self.dataset / "annotations" / "val.json").is_file() else self.ft.get("train_split", "train")
+        split = "val" if (self.dataset / "annotations" / "val.json").is_file() else self.ft["train_split"]
         examples, _ = load_examples(
-            self.dataset, split, self.gen["resolution"], self.ft.get("min_box_area", 0.01), self.ft.get("max_boxes", 8),
+            self.dataset, split, self.gen["resolution"], self.ft["min_box_area"], self.ft["max_boxes"],
         )
         examples = [ex for ex in examples if len(ex.boxes)][:64]
         if not examples:
@@ -553,7 +553,7 @@ class FineTuner:
             layers = alignment_layers(self.comps.unet, latent, al["blocks"], al["resolutions"])
         except ValueError as e:  # a diagnostic: a UNet without those layers is reported, not fatal
             return {"skipped": str(e)}
-        result = attention_on_items(self.comps, examples, layers, seed=self.seed, max_boxes=self.ft.get("max_boxes", 8))
+        result = attention_on_items(self.comps, examples, layers, seed=self.seed, max_boxes=self.ft["max_boxes"])
         return {"split": split, "images": len(examples), "layers": layers, **result}
 
     def write_output(self) -> None:

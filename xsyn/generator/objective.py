@@ -47,7 +47,7 @@ def plan_stages(cfg: dict[str, Any]) -> list[Stage]:
     """The stages of a run: tiny models first learn their VAE, then the config's stages."""
     ft = cfg["finetune"]
     stages = []
-    if cfg["generator"]["kind"] == "tiny" and ft.get("vae_steps", 0) > 0:
+    if cfg["generator"]["kind"] == "tiny" and ft["vae_steps"] > 0:
         stages.append(Stage("vae", ft["vae_steps"], False, "vae"))
     for s in ft["stages"]:
         stages.append(Stage(s["name"], s["steps"], s["inpaint"], "unet"))

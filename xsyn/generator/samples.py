@@ -121,10 +121,10 @@ def write_sample_grid(
     if not final.is_inpainting:
         models.append(("generation", final, False))
     elif gen_dirs:
-        models.append((gen_dirs[0].parent.name, load_generator(gen_dirs[0].parent), False))
+        models.append((gen_dirs[0].parent.name, load_generator(gen_dirs[0].parent, device=final.unet.device), False))
     if final.is_inpainting:
         models.append(("inpainting", final, True))
-    layouts = class_layouts(dataset, split, per_class, seed=cfg["finetune"].get("seed", 0))
+    layouts = class_layouts(dataset, split, per_class, seed=cfg["finetune"]["seed"])
     cols = per_class * len(models)
     fig, axes = plt.subplots(len(layouts), cols, figsize=(1.6 * cols, 1.6 * len(layouts)), squeeze=False)
     for col_model, (label, comps_m, inpaint) in enumerate(models):
@@ -144,6 +144,6 @@ def write_sample_grid(
     fig.tight_layout(pad=0.2)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path

@@ -42,20 +42,6 @@ import numpy as np
 from xsyn.data.boxes import area_xywh, clip_xywh, xywh_to_xyxy
 from xsyn.synthesis.segmenters import Segmenter, make_segmenter, segment_many
 
-DEFAULTS = {
-    "enabled": True,
-    "segmenter": "grabcut",
-    "sam_path": None,
-    "split_depth": 4,
-    "min_scale": 0.25,
-    "max_scale": 2.0,
-    "margin": 0.25,
-    "threshold": "otsu",
-    "grabcut_iterations": 5,
-    "merge_ratio": 0.2,
-    "restrict": 0.25,
-}
-
 
 @dataclass
 class CarResult:
@@ -256,7 +242,6 @@ def refine_boxes(
     ``cfg`` = ``config["synthesis"]["car"]``. ``segmenter`` overrides the configured one
     (benchmarks compare several on the same inputs).
     """
-    cfg = {**DEFAULTS, **(cfg or {})}
     image = np.asarray(image)
     _check_inputs(image, maps, boxes)
     height, width = image.shape[:2]

@@ -57,6 +57,7 @@ class XsynPipelineOutput(BaseOutput):
     car: list[list[CarResult]] | None           # CarResult per box, None when CAR is off
     non_bom_images: list[np.ndarray] | None = None  # the sample before BOM (when asked)
     maps: list[np.ndarray] | None = None        # (n_boxes, H, W) attention per box (when asked)
+    ran: dict[str, Any] | None = None           # what ran: sampler as used, CAR's segmenter (provenance)
 
 
 def attention_box(attn: np.ndarray, share: float = 0.5) -> list[float]:
@@ -78,7 +79,8 @@ def norm_xyxy(box: Sequence[float], size: int) -> list[float]:
 
 def switched_on(section: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """A ``car`` / ``bom`` argument when it asks for the strategy (``None``, ``{}`` or
-    ``enabled: false`` → ``None``)."""
+    ``enabled: false`` → ``None``; a section without ``enabled``, e.g. ``{"alpha": 0.3,
+    "when": "last"}``, asks for it: the pipeline's API, not a config default)."""
     return section if section and section.get("enabled", True) else None
 
 
@@ -270,7 +272,7 @@ class XsynPipeline(DiffusionPipeline):
         """Start capturing the class words' cross-attention for CAR (nothing when it is off)."""
         if car is None:
             return
-        key = (latent_side, tuple(car.get("resolutions", [16])), tuple(car.get("blocks", ["down", "up"])))
+        key = (latent_side, tuple(car["resolutions"]), tuple(car["blocks"]))
         if key != self._capture_key:
             # Installed once and kept: with the store inactive the captured layers run
             # plain SDPA, and a compiled UNet is not recompiled on every call.
@@ -292,7 +294,7 @@ class XsynPipeline(DiffusionPipeline):
         noise = _randn(generators, source_latents.shape[1:], source_latents.device, self.unet.dtype)
         noised = self.scheduler.add_noise(source_latents, noise, t)
         latents = noised * mask + latents * (1 - mask)
-        if bom is not None and bom.get("when", "last") == "during":
+        if bom is not None and bom["when"] == "during":
             latents = apply_bom(latents, noised, bom_plans, float(bom["alpha"]))
         return latents
 
@@ -303,7 +305,7 @@ class XsynPipeline(DiffusionPipeline):
                        plans: Sequence[Sequence[BomPatch]], bom: Mapping[str, Any] | None) -> torch.Tensor | None:
         """The BOM latents after the last step, or ``None`` when BOM is off, ran during
         sampling, or no image has a benign region."""
-        if bom is None or bom.get("when", "last") != "last" or not any(plans):
+        if bom is None or bom["when"] != "last" or not any(plans):
             return None
         return apply_bom(latents, source_latents, plans, float(bom["alpha"]))
 
@@ -328,9 +330,26 @@ class XsynPipeline(DiffusionPipeline):
         spans = [word_token_spans(self.tokenizer, lay.prompt, lay.classes) for lay in layouts]
         return [m.numpy() for m in self.store.word_maps(spans, (size, size))]
 
+    def what_ran(self, timesteps: torch.Tensor, guidance_scale: float, eta: float, grounding_beta: float,
+                 car: Mapping[str, Any] | None, with_sources: bool) -> dict[str, Any]:
+        """The sampler and refiner as they ran, read off the objects that did the work (the
+        scheduler's own timesteps, the UNet's dtype, the segmenter and cue CAR used), for provenance."""
+        seg = None if car is None else self.segmenter(car)
+        return {
+            "sampling": {
+                "scheduler": type(self.scheduler).__name__, "steps": int(len(timesteps)),
+                "guidance_scale": float(guidance_scale), "eta": float(eta), "grounding_beta": float(grounding_beta),
+                "dtype": str(self.unet.dtype).removeprefix("torch."), "device": str(self._execution_device),
+            },
+            "car": None if seg is None else {
+                "segmenter": seg.name, "segmenter_weights": getattr(seg, "weights", None),
+                "cue": car["cue"] if with_sources else "attention",  # free layouts: no source to compare
+            },
+        }
+
     def segmenter(self, car: Mapping[str, Any]) -> Segmenter:
         """The configured CAR segmenter, built once per (kind, weights) and kept."""
-        key = f"{car.get('segmenter')}:{car.get('sam_path')}"
+        key = f"{car['segmenter']}:{car['sam_path']}"
         if key not in self._segmenters:
             self._segmenters[key] = make_segmenter(dict(car))
         return self._segmenters[key]
@@ -464,4 +483,5 @@ class XsynPipeline(DiffusionPipeline):
         return XsynPipelineOutput(
             images=images_out, requested_boxes=requested, boxes=boxes, car=car_results,
             non_bom_images=non_bom if return_non_bom else None, maps=maps if return_maps else None,
+            ran=self.what_ran(timesteps, guidance_scale, eta, grounding_beta, car, sources is not None),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import cv2
@@ -21,7 +22,10 @@ Points = np.ndarray  # (K, 2) integer pixel coordinates, x then y
 
 @runtime_checkable
 class Segmenter(Protocol):
-    """``segment(image, box_xyxy, pos_points, neg_points) -> bool mask`` (H×W)."""
+    """``segment(image, box_xyxy, pos_points, neg_points) -> bool mask`` (H×W); ``name``
+    is the ``synthesis.car.segmenter`` value that selects it (recorded in provenance)."""
+
+    name: str
 
     def segment(
         self,
@@ -64,6 +68,8 @@ def _int_box(box_xyxy: Sequence[float], width: int, height: int) -> tuple[int, i
 class AttentionSegmenter:
     """The thresholded attention map itself: the cheapest refiner, and a CAR baseline."""
 
+    name = "attention"
+
     def segment(self, image, box_xyxy, pos_points, neg_points, prior=None) -> np.ndarray:
         h, w = image.shape[:2]
         mask = np.zeros((h, w), bool)
@@ -86,6 +92,8 @@ class GrabCutSegmenter:
     GrabCut runs on a crop around the rectangle with ``context`` extra on each side, so
     its background colour model sees the surroundings without paying for the whole image.
     """
+
+    name = "grabcut"
 
     def __init__(self, iterations: int = 5, point_radius: float = 0.04, context: float = 0.5):
         self.iterations = int(iterations)
@@ -137,14 +145,17 @@ class SamSegmenter:
     """
 
     PAD = -10
+    name = "sam"
 
-    def __init__(self, path: str, device: str = "auto"):
+    def __init__(self, path: str, device: str):
         import torch
         from transformers import SamModel, SamProcessor
 
         from xsyn.config import resolve_device
+        from xsyn.generator.factory import pretrained_identity
 
         self.device = torch.device(resolve_device(device))
+        self.weights = pretrained_identity({"sam": path})["sam"][:12] if Path(path).is_dir() else None
         try:
             self.processor = SamProcessor.from_pretrained(path, local_files_only=True)
             self.model = SamModel.from_pretrained(path, local_files_only=True)
@@ -198,14 +209,14 @@ def _cached_sam(path: str, device: str) -> SamSegmenter:
 
 def make_segmenter(cfg: dict) -> Segmenter:
     """The segmenter ``synthesis.car`` asks for; SAM is loaded once per process and cached."""
-    kind = cfg.get("segmenter", "grabcut")
+    kind = cfg["segmenter"]
     if kind == "grabcut":
-        return GrabCutSegmenter(iterations=cfg.get("grabcut_iterations", 5))
+        return GrabCutSegmenter(iterations=cfg["grabcut_iterations"])
     if kind == "attention":
         return AttentionSegmenter()
     if kind == "sam":
-        path = cfg.get("sam_path")
+        path = cfg["sam_path"]
         if not path:
             raise ValueError("synthesis.car.segmenter=sam needs synthesis.car.sam_path (a local SamModel folder)")
-        return _cached_sam(str(path), cfg.get("device", "auto"))
+        return _cached_sam(str(path), cfg["device"])
     raise ValueError(f"synthesis.car.segmenter: unknown segmenter {kind!r} (grabcut | sam | attention)")
