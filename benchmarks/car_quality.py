@@ -217,6 +217,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "configured one; real mode has only attention)")
     p.add_argument("--priors", default=None,
                    help="request-prior exponents to compare (comma list; default: the configured one)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="draws per scan (real: jitters, generated: layouts and seeds): more boxes from a "
+                        "small split; each draw is scored as an image of its own")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device for --generator (default: config)")
     p.add_argument("--referee-steps", type=int, default=3000, help="generated mode: referee training steps")
@@ -293,9 +296,11 @@ def real_scan_rows(args, cfg, root, coco, images, names, segmenters, cues, prior
     capture = RealScanCapture(args.generator, cfg, args.device or cfg["device"], args.seed) if args.generator else None
     rng = np.random.default_rng(args.seed)
     rows: dict[str, Tally] = {"requested": Tally()}
-    gt_anns = []
-    for img_info in tqdm(images, desc="CAR benchmark (real scans)", unit="img"):
-        anns = by_image[img_info["id"]]
+    gt_images, gt_anns = [], []
+    for sample in tqdm(repeated(images, args.repeats), desc="CAR benchmark (real scans)", unit="img"):
+        img_info, sid = sample
+        anns = [{**a, "id": len(gt_anns) + k + 1, "image_id": sid} for k, a in enumerate(by_image[img_info["id"]])]
+        gt_images.append({**img_info, "id": sid})
         gt_anns.extend(anns)
         image = read_rgb(root / "images" / img_info["file_name"])
         h, w = image.shape[:2]
@@ -304,14 +309,21 @@ def real_scan_rows(args, cfg, root, coco, images, names, segmenters, cues, prior
         if capture is None:
             maps = oracle_maps(anns, img_info, rng, car_cfg["resolutions"][0], args.noise)
         else:
-            maps = capture(image, img_info, anns, requested, names)
+            maps = capture(image, {**img_info, "id": sid}, anns, requested, names)
         cids = [ann["category_id"] for ann in anns]
         for box, cid, t in zip(requested, cids, truth, strict=True):
-            rows["requested"].add(img_info["id"], cid, box, 1.0, False, t)
-        refine_all(rows, image, maps, requested, car_cfg, segmenters, cues, priors, default,
-                   img_info["id"], cids, truth)
-    gt = {"images": images, "categories": coco["categories"], "annotations": gt_anns}
-    return rows, {"gt": gt, "jitter": {"shift": shift, "scale": list(scale)}}
+            rows["requested"].add(sid, cid, box, 1.0, False, t)
+        refine_all(rows, image, maps, requested, car_cfg, segmenters, cues, priors, default, sid, cids, truth)
+    gt = {"images": gt_images, "categories": coco["categories"], "annotations": gt_anns}
+    return rows, {"gt": gt, "jitter": {"shift": shift, "scale": list(scale)}, "repeats": args.repeats}
+
+
+def repeated(images: list[dict], repeats: int) -> list[tuple[dict, int]]:
+    """Each scan ``repeats`` times with an id of its own per draw (requests, seeds differ):
+    more boxes from a small held-out split, scored as distinct images."""
+    if repeats == 1:
+        return [(img, int(img["id"])) for img in images]
+    return [(img, int(img["id"]) * repeats + r) for r in range(repeats) for img in images]
 
 
 def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors, default) -> tuple[dict, dict]:
@@ -338,7 +350,7 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
     rows: dict[str, Tally] = {"requested": Tally()}
     gt_anns, gt_images, unjudged = [], [], 0
     jobs = []
-    for img in images:
+    for img, sid in repeated(images, args.repeats):
         src = read_rgb(root / "images" / img["file_name"])
         found = candidates(img["id"], src)  # in the scan's own pixels
         if src.shape[:2] != (size, size):
@@ -347,10 +359,10 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
         anns = [{**a, "bbox": [a["bbox"][0] * sx, a["bbox"][1] * sy, a["bbox"][2] * sx, a["bbox"][3] * sy]}
                 for a in by_image[img["id"]]]
         regions = [[r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy] for r in found]
-        seed = image_seed(syn["seed"], img["id"])
+        seed = image_seed(syn["seed"], sid)
         layout = make_layout("xsyn-a", anns, names, regions, (size, size), syn["xsyn_a"], seed)
         if layout is not None:
-            jobs.append((img, layout, src, seed))
+            jobs.append(({**img, "id": sid}, layout, src, seed))
     batch = int(syn["batch_size"]) if syn["batch_size"] != "auto" else 4
     capture_cfg = {**car_cfg, "cue": "attention", "device": args.device or cfg["device"]}
     for i in tqdm(range(0, len(jobs), batch), desc="CAR benchmark (generated scans)", unit="batch"):
