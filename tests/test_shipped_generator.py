@@ -46,7 +46,11 @@ def test_shipped_generator_is_a_float32_gligen_inpainting_model(shipped, repo_ro
     with safe_open(repo_root / ASSET / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
         assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
     card = json.loads((repo_root / ASSET / "pretrain.json").read_text())
-    assert card["config"] == "config/pretrain-tiny.yaml" and card["conditioning"]["ratio"] > 1.0
+    assert card["config"] == ["config/pretrain-tiny.yaml", "config/pretrain-tiny-align.yaml"]
+    assert card["conditioning"]["ratio"] > 1.0
+    # stage 2 pulled each class word's attention onto its items, well above their pixel share
+    assert card["attention_on_items"]["share"] > 3 * card["attention_on_items"]["area"]
+    assert json.loads((repo_root / ASSET / "base.json").read_text())["stages"]  # stage 1's own record
 
 
 def test_fine_tuning_at_another_size_records_it(shipped):
