@@ -43,7 +43,7 @@ from xsyn.data.boxes import clip_xywh, iou_xywh
 from xsyn.data.contract import DatasetError, annotations_by_image, category_names, load_split
 from xsyn.detection.evaluate import coco_evaluate
 from xsyn.synthesis.car import refine_boxes
-from xsyn.synthesis.cues import cue_maps
+from xsyn.synthesis.cues import cue_maps, request_prior
 from xsyn.synthesis.segmenters import make_segmenter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -217,6 +217,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "configured one; real mode has only attention)")
     p.add_argument("--priors", default=None,
                    help="request-prior exponents to compare (comma list; default: the configured one)")
+    p.add_argument("--no-control", action="store_true",
+                   help=f"skip the control rows (cue {CONTROL!r}: the request prior alone seeds the segmenter)")
     p.add_argument("--repeats", type=int, default=1,
                    help="draws per scan (real: jitters, generated: layouts and seeds): more boxes from a "
                         "small split; each draw is scored as an image of its own")
@@ -226,6 +228,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     add_config_arguments(p)
     return p.parse_args(argv)
+
+
+CONTROL = "request"  # the control cue: the request prior alone, no attention, no difference
+
+
+def request_only(requested, shape: tuple[int, int], prior: float) -> list[np.ndarray]:
+    """The control every cue must beat: the same soft request prior (exponent ``prior``, at least 1)
+    as the only map, so a gain over it is what the attention or the difference added."""
+    return [request_prior(box, shape) ** max(prior, 1.0) for box in requested]
 
 
 def variant_name(segmenter: str, cue: str, prior: float, default: tuple[str, float]) -> str:
@@ -276,7 +287,8 @@ def refine_all(rows: dict[str, Tally], image: np.ndarray, maps, requested, car_c
     """Refine the same requests with every (segmenter, cue, prior) and tally them."""
     for cue in cues:
         for prior in priors:
-            cue_cfg = cue_maps(cue, maps, requested, source, image, prior=prior, blur=car_cfg["difference_blur"])
+            cue_cfg = (request_only(requested, image.shape[:2], prior) if cue == CONTROL else
+                       cue_maps(cue, maps, requested, source, image, prior=prior, blur=car_cfg["difference_blur"]))
             for seg_name, seg in segmenters.items():
                 name = variant_name(seg_name, cue, prior, default)
                 t0 = time.perf_counter()
@@ -419,7 +431,9 @@ def main(argv=None) -> int:
     configured_cue = car_cfg["cue"] if args.mode == "generated" else "attention"
     default = (configured_cue, float(car_cfg["prior"]))
     cues = [c.strip() for c in args.cues.split(",")] if args.cues else [configured_cue]
-    if args.mode == "real" and set(cues) - {"attention"}:
+    if args.generator and not args.no_control:
+        cues = list(dict.fromkeys([*cues, CONTROL]))
+    if args.mode == "real" and set(cues) - {"attention", CONTROL}:
         raise SystemExit("--mode real: only the attention cue exists on a real scan (nothing was generated)")
     priors = [float(p) for p in args.priors.split(",")] if args.priors else [float(car_cfg["prior"])]
 
