@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from xsyn.detection.train import train_detector
     from xsyn.methods import parse_sources
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, arm=args.source)
     dataset = Path(args.dataset)
     sources = parse_sources(args.source)
     synthetic_root = Path(args.synthetic_root or Path("data") / "synthetic" / dataset.name)

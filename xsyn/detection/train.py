@@ -150,7 +150,7 @@ def train_detector(
     ``detection.budget.split``). ``run.json`` lists every labelled set the run touched
     (``labelled_data``: images, boxes, images per epoch) and, for a ``.pt`` start, which of
     the model's tensors came from it (``init``: ``tensors``, ``from_init``, ``new``)."""
-    from xsyn.methods import is_pretrained, model_name
+    from xsyn.methods import BUDGET, REAL_REPEAT, is_pretrained, model_name
 
     check_model(model)
     init, run_name = model_init(model), name or model_name(model)
@@ -158,12 +158,15 @@ def train_detector(
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     shutil.rmtree(out / "mix", ignore_errors=True)  # a stale mix from an earlier run would leak images
+    # A run reads the mix settings its sources need (xsyn.jobs.detector_reads): real-only none.
+    extra = [s for s in sources if s != REAL_REPEAT]
     mix = build_mix(
         dataset, share, sources, synthetic_root, out / "mix",
-        repeat=float(det_cfg["synthetic_repeat"]), seed=seed, mix_cfg=det_cfg["mix"],
-        budget=(budget, det_cfg["budget"]["split"]) if budget is not None else None,
+        repeat=float(det_cfg["synthetic_repeat"]) if extra else 1.0, seed=seed,
+        mix_cfg=det_cfg["mix"] if sources else None,
+        budget=(budget, det_cfg["budget"]["split"]) if budget is not None and BUDGET in sources else None,
     )
-    if det_cfg["pretrain_synthetic"] and mix.synthetic_dirs:
+    if mix.synthetic_dirs and det_cfg["pretrain_synthetic"]:
         stages = [("pretrain", mix.synthetic_dirs), ("finetune", mix.real_dirs)]
     else:
         stages = [("train", mix.real_dirs + mix.synthetic_dirs)]
