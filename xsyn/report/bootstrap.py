@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from xsyn.detection.evaluate import _load_results, check_detections, prepare_gt
+from xsyn.detection.evaluate import check_detections, load_results, prepare_gt
 
 MAX_DETS = 100
 
@@ -66,7 +66,7 @@ def evaluate_images(coco: Mapping[str, Any], detections: Sequence[Mapping[str, A
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
-        ev = COCOeval(coco_gt, _load_results(coco_gt, list(detections)), iouType="bbox")
+        ev = COCOeval(coco_gt, load_results(coco_gt, list(detections)), iouType="bbox")
         ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [ev.params.areaRng[0]], ["all"], [MAX_DETS]
         ev.evaluate()
     p = ev.params
