@@ -47,13 +47,33 @@ def git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def started(work: Path) -> dict:
+    """The commit and clock of the run's first start (kept in the work dir, so a resumed or
+    re-exported run still names the code that trained it)."""
+    path = work / "started.json"
+    if not path.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        path.write_text(json.dumps({"commit": git_commit(), "uncommitted_changes": bool(dirty),
+                                    "time": time.time(), "torch_threads": torch_threads()}) + "\n")
+    return read_json(path)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def export(work: Path, out: Path, minutes: float, extra: list[str], seed: int, counts: dict) -> None:
     """The weights (ultralytics stores them in float16, optimizer stripped), the per-epoch
     loss and val record, the run's figures and a model card."""
     run = work / "run"
     metrics = read_json(work / "metrics.json")["splits"]["val"]
     record = read_json(run / "run.json")
-    commit = git_commit()
+    start = started(work)
+    commit = start["commit"]
     classes = [c["name"] for c in read_json(run / "classes.json")["classes"]]
     stats = metrics["stats"]
     with atomic_dir(out) as tmp:
@@ -62,12 +82,14 @@ def export(work: Path, out: Path, minutes: float, extra: list[str], seed: int, c
         (tmp / "init.json").write_text(json.dumps({
             "command": "python scripts/pretrain_detector_init.py" + "".join(f" --set {kv}" for kv in extra),
             "config": str(CONFIG.relative_to(REPO)), "overrides": extra, "commit": commit,
-            "minutes": round(minutes, 1), "phantom_seed": seed, "data": counts, "classes": classes,
+            "minutes": round(minutes, 1), "torch_threads": start["torch_threads"],
+            "uncommitted_changes": start["uncommitted_changes"],
+            "phantom_seed": seed, "data": counts, "classes": classes,
             "val": {"stats": stats, "per_class": metrics["per_class"]},
             "train_seconds": record["train_seconds"], "detection": record["detection"],
         }, indent=1) + "\n")
         (tmp / "README.md").write_text(MODEL_CARD.format(
-            minutes=minutes, commit=commit[:10], seed=seed, classes=", ".join(classes),
+            minutes=minutes, commit=commit[:10], threads=start["torch_threads"], seed=seed, classes=", ".join(classes),
             train=counts["train"]["images"], train_boxes=counts["train"]["boxes"],
             val=counts["val"]["images"], val_boxes=counts["val"]["boxes"],
             epochs=record["detection"]["epochs"], imgsz=record["detection"]["imgsz"],
@@ -84,7 +106,8 @@ ImageNet/COCO pre-training the paper's detectors start from.
 
 - A YOLOv8n built from `yolov8n.yaml` (no download), trained by
   `python scripts/pretrain_detector_init.py` (config `config/pretrain-detector.yaml`,
-  commit {commit}) in {minutes:.0f} min, {epochs} epochs at {imgsz} px.
+  commit {commit}) in {minutes:.0f} min wall (torch threads: {threads}; a 2-core CPU shared
+  with other jobs), {epochs} epochs at {imgsz} px.
 - Data: a phantom set of its own, `phantom.seed: {seed}` ({train} training scans, {train_boxes}
   boxes; {val} val scans, {val_boxes} boxes), labelled **only with benign objects** (the
   simulator's `regions`, the bag left out): {classes}. No prohibited-item label was
@@ -113,7 +136,7 @@ def main() -> None:
     if seed in TAKEN_SEEDS:
         ap.error(f"phantom.seed {seed} is {TAKEN_SEEDS[seed]}'s: the initialisation must not see its scans")
     conf = ["--config", str(CONFIG), *[a for kv in args.set for a in ("--set", kv)]]
-    t0 = time.time()
+    t0 = started(work)["time"]
     if not (work / "raw").is_dir():
         xsyn("phantom", "--out", str(work / "raw"), *conf)
     if not (work / "data").is_dir():
@@ -129,7 +152,8 @@ def main() -> None:
     if not (work / "metrics.json").is_file():
         xsyn("evaluate", "--weights", str(work / "run" / "weights.pt"), "--dataset", str(work / "benign"),
              "--splits", "val", "--out", str(work / "metrics.json"), *conf)
-    export(work, Path(args.out), (time.time() - t0) / 60, args.set, seed, counts)
+    minutes = ((work / "metrics.json").stat().st_mtime - t0) / 60  # data, training and val scoring
+    export(work, Path(args.out), minutes, args.set, seed, counts)
     print(f"wrote {args.out}")
 
 

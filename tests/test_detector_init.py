@@ -85,3 +85,20 @@ def test_transfer_report_sees_a_changed_tensor(tmp_path):
     with torch.no_grad():
         model.model[0].conv.weight.add_(1.0)
     assert transfer_report(path, model)["new"] == ["model.0.conv.weight"]
+
+
+def test_shipped_init_is_small_float16_and_benign_only(repo_root):
+    from xsyn.data.phantom import CLASSES
+
+    folder = repo_root / "assets" / "detector-init"
+    weights = folder / "yolov8n-benign.pt"
+    assert weights.stat().st_size < 7 * 2**20
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    assert ckpt.get("optimizer") is None
+    model = ckpt.get("ema") or ckpt["model"]
+    assert next(model.parameters()).dtype == torch.float16
+    names = set(model.names.values())
+    assert names == set(json.loads((folder / "init.json").read_text())["classes"])
+    assert not names & set(CLASSES) and "bag" not in names
+    card = (folder / "README.md").read_text()
+    assert "phantom.seed: 3" in card and "pretrain_detector_init.py" in card
