@@ -122,3 +122,16 @@ def test_unpaired_seeds_and_stale_predictions_are_errors(study, tmp_path):
         json.dumps([{**a, "score": 0.5} for a in coco["annotations"]][:5]))
     with pytest.raises(MetricsError, match="disagree"):
         write_study(metrics, dataset, tmp_path / "b", BOOT)
+
+
+def test_bias_corrected_interval():
+    from xsyn.report.study import bc_interval
+
+    rng = np.random.default_rng(0)
+    centred = rng.normal(10, 1, 20_000)
+    lo, hi = bc_interval(centred, 10.0, 0.95)
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(centred, [2.5, 97.5])), abs=0.05)
+    shifted = centred + 1.5  # resampled values biased upward, as resampled AP is
+    lo, hi = bc_interval(shifted, 10.0, 0.95)
+    assert lo < 10.0 < hi and hi - 10.0 < np.percentile(shifted, 97.5) - 10.0
+    assert bc_interval(np.full(100, 3.0), 3.0, 0.95) == (3.0, 3.0)
