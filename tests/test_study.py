@@ -111,6 +111,15 @@ def test_study_table_pairs_arms(study, tmp_path):
     assert (tmp_path / "out" / "plots" / "study_ap_vs_share.png").stat().st_size > 0
 
 
+def test_compare_reads_the_files_it_is_given(study, tmp_path):
+    dataset, metrics, _ = study
+    files = sorted(p for p in metrics.rglob("s*.json") if ".predictions." not in p.name and "/tip/" not in str(p))
+    df = write_study(files, dataset, tmp_path / "out", BOOT)
+    assert set(df["source"]) == {"none", "xsyn-a"}
+    with pytest.raises(MetricsError, match="not found"):
+        write_study([metrics / "nope.json"], dataset, tmp_path / "out2", BOOT)
+
+
 def test_unpaired_seeds_and_stale_predictions_are_errors(study, tmp_path):
     dataset, metrics, coco = study
     write_run(metrics, coco, "xsyn-m", 0, [])  # one seed where the others have three

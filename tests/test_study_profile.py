@@ -72,7 +72,7 @@ def test_one_generator_per_share_from_its_own_subset(study_plan):
                    for c in finetunes), share
     # every synthetic set of a share is made from that share's subset (TIP too), with its generator
     for c in commands(study_plan, "synthesize"):
-        share = re.search(r"synthetic-shards/phantom/p([\d.]+)/", c).group(1)
+        share = re.search(rf"synthetic-shards/{cfg['dataset']['name']}/p([\d.]+)/", c).group(1)
         assert f"synthesis.source_split={train_split(float(share))}" in c, c
         if "--method tip" not in c:
             assert f"--generator results/models/generator/p{share} " in c, c
@@ -86,8 +86,9 @@ def test_every_arm_and_control_is_trained_and_compared(study_plan):
     assert len(trains) == n_arms * len(det["seeds"]) * len(det["models"])
     for c in trains:
         share = re.search(r"--share ([\d.]+) ", c).group(1)
-        assert f"--synthetic-root data/synthetic/phantom/p{share} " in c
+        assert f"--synthetic-root data/synthetic/{cfg['dataset']['name']}/p{share} " in c
         assert ("--budget data/budget" in c) == ("--source budget " in c)
     assert "xsyn phantom --out data/raw/budget" in study_plan  # the generator's pre-training scans
     assert "xsyn prepare --source data/raw/budget --out data/budget" in study_plan
-    assert len(commands(study_plan, "compare")) == 1
+    compare = commands(study_plan, "compare")
+    assert len(compare) == 1 and compare[0].count("/s0.json") == n_arms * len(det["models"])  # its matrix only

@@ -26,7 +26,7 @@ rule aggregate:
 
 rule compare:
     input:
-        metric_files(),
+        metrics=metric_files(),
         dataset=f"data/{DATASET}",
     output:
         table=report("results/tables/study.md", caption="../report/study_table.rst",
@@ -41,7 +41,7 @@ rule compare:
     log:
         "results/logs/compare.log",
     shell:
-        "xsyn compare --metrics results/metrics --dataset {input.dataset} --out results "
+        "xsyn compare --metrics {input.metrics} --dataset {input.dataset} --out results "
         "--config-json {params.cfg:q} 2> {log}"
 
 

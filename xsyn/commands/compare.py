@@ -3,6 +3,7 @@
 Example::
 
     xsyn compare --metrics results/metrics --dataset data/phantom --out results
+    xsyn compare --metrics results/metrics/phantom/*/*/p10/s*.json --dataset data/phantom --out results
 
 Reads every metrics file and the predictions beside it, rescores each run on resampled
 test images (pycocotools' accumulation; ``report.bootstrap``), and writes
@@ -17,7 +18,10 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metrics", default="results/metrics", help="folder of per-run metrics JSONs")
+    parser.add_argument(
+        "--metrics", nargs="+", default=["results/metrics"],
+        help="per-run metrics JSONs, or one folder of them (the workflow passes its matrix's files)",
+    )
     parser.add_argument("--dataset", required=True, help="the prepared dataset the runs were scored on")
     parser.add_argument("--out", default="results", help="results folder (tables/, plots/, study.json)")
 

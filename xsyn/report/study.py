@@ -141,10 +141,22 @@ def compare(runs: pd.DataFrame, means: Mapping[tuple[str, float], np.ndarray], r
     return df.assign(_o=df["source"].map(order)).sort_values(["share", "_o"]).drop(columns="_o").reset_index(drop=True)
 
 
-def study_frame(metrics_dir: str | os.PathLike, dataset: str | os.PathLike, boot: Mapping[str, Any]) -> pd.DataFrame:
-    """Every (dataset, model, split) of ``metrics_dir`` compared (see :func:`compare`)."""
+def metric_files(metrics: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """A folder of metrics files (all of them) or the files themselves."""
+    paths = [Path(metrics)] if isinstance(metrics, str | os.PathLike) else [Path(m) for m in metrics]
+    if len(paths) == 1 and paths[0].is_dir():
+        return find_metric_files(paths[0])
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise MetricsError(f"metrics files not found: {missing[:5]}")
+    return paths
+
+
+def study_frame(metrics: str | os.PathLike | Sequence[str | os.PathLike], dataset: str | os.PathLike,
+                boot: Mapping[str, Any]) -> pd.DataFrame:
+    """Every (dataset, model, split) of the metrics files compared (see :func:`compare`)."""
     dataset = Path(dataset)
-    runs = load_metrics(find_metric_files(metrics_dir)).runs
+    runs = load_metrics(metric_files(metrics)).runs
     frames = []
     for (ds, model, split), df in runs.groupby(GROUP, sort=False):
         if ds != dataset.name:
@@ -238,11 +250,12 @@ def plot_study(df: pd.DataFrame, path: str | os.PathLike) -> None:
     save(fig, path)
 
 
-def write_study(metrics_dir: str | os.PathLike, dataset: str | os.PathLike, out_dir: str | os.PathLike,
-                boot: Mapping[str, Any]) -> pd.DataFrame:
-    """Compute the study's statistics and write its table, plot and metrics under ``out_dir``."""
+def write_study(metrics: str | os.PathLike | Sequence[str | os.PathLike], dataset: str | os.PathLike,
+                out_dir: str | os.PathLike, boot: Mapping[str, Any]) -> pd.DataFrame:
+    """Compute the study's statistics (``metrics``: a folder or the files) and write its
+    table, plot and metrics under ``out_dir``."""
     out_dir = Path(out_dir)
-    df = study_frame(metrics_dir, dataset, boot)
+    df = study_frame(metrics, dataset, boot)
     cols = GROUP + ["n_images"] + [c for c in df.columns if c not in GROUP + ["n_images"]]
     df = df[cols]
     for path, frame in ((out_dir / "tables" / "study.csv", df),
