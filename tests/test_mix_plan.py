@@ -137,4 +137,4 @@ def test_run_json_lists_labelled_data(study_data, tmp_path):
     assert record["images"] == {"real": 6, "val": 3, "xsyn-a": 3, "budget": 3}
     assert set(record["labelled_data"]) == {"real", "xsyn-a", "budget"}
     assert record["labelled_data"]["budget"]["available"] == 12
-    assert record["init"] is None  # built from a yaml: nothing inherited
+    assert record["init"]["kind"] == "scratch" and "new" not in record["init"]  # a yaml: nothing inherited

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -62,20 +64,27 @@ def commands(plan: str, program: str) -> list[str]:
     return [line for line in plan.splitlines() if f"xsyn {program} " in line]
 
 
+def fragment(command: str) -> dict:
+    """The ``--config-json`` a planned command is handed."""
+    argv = shlex.split(command.removeprefix("Shell command: ").split(" 2>")[0])
+    return json.loads(argv[argv.index("--config-json") + 1])
+
+
 def test_one_generator_per_share_from_its_own_subset(study_plan):
     cfg = load_config(["study"])
     finetunes = commands(study_plan, "finetune")
     assert len(finetunes) == len(cfg["detection"]["shares"])
     for share in cfg["detection"]["shares"]:
         tag = f"{share:g}"
-        assert any(f"generator/p{tag} " in c and f"finetune.train_split={train_split(share)}" in c
+        assert any(f"generator/p{tag} " in c and fragment(c)["finetune"]["train_split"] == train_split(share)
                    for c in finetunes), share
     # every synthetic set of a share is made from that share's subset (TIP too), with its generator
     for c in commands(study_plan, "synthesize"):
         share = re.search(rf"synthetic-shards/{cfg['dataset']['name']}/p([\d.]+)/", c).group(1)
-        assert f"synthesis.source_split={train_split(float(share))}" in c, c
+        assert fragment(c)["synthesis"]["source_split"] == train_split(float(share)), c
         if "--method tip" not in c:
             assert f"--generator results/models/generator/p{share} " in c, c
+            assert f"/{train_split(float(share))}/shard-" in c  # the candidates of that subset
 
 
 def test_every_arm_and_control_is_trained_and_compared(study_plan):
