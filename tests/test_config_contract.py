@@ -26,7 +26,8 @@ import yaml
 
 from xsyn.cli import main
 from xsyn.config import ConfigError, ConfigSection, load_config
-from xsyn.jobs import MATRIX, job_config, leaves, reads
+from xsyn.jobs import MATRIX, WORKFLOW, job_config, leaves, reads
+from xsyn.methods import METHODS
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -113,6 +114,22 @@ def test_matrix_is_no_job_s_business():
     assert "cue" not in job_config(cfg, "synthesize", "xsyn-a-nocar")["synthesis"]["car"]
     assert job_config(cfg, "synthesize", "xsyn-a")["synthesis"]["car"]["cue"] == "attention"
     assert job_config(cfg, "synthesize", "xsyn-a")["generator"] == {"resolution": 512}
+
+
+def test_no_study_job_reads_the_matrix_or_the_workflow_s_keys():
+    """The study's matrix (ablations, per_share) and the budget data's config are the
+    workflow's: no job of any arm or share is handed them, so growing the study re-runs nothing."""
+    cfg = load_config(["study"])
+    det = cfg["detection"]
+    outside = (*MATRIX, *WORKFLOW)
+    jobs = [(c, None) for c in ("finetune", "samples", "candidates", "evaluate", "compare")]
+    jobs += [("synthesize", m) for m in METHODS] + [("train-detector", s) for s in
+                                                    {*det["sources"], *det["ablations"]["sources"], "xsyn-a+budget"}]
+    for command, arm in jobs:
+        for share in (None, *det["shares"]):
+            paths = leaves(job_config(cfg, command, arm, share=share))
+            assert not [p for p in paths if p.startswith(outside)], (command, arm, share)
+    assert "detection.ablations.sources" in leaves(cfg)  # the check above looks at real paths
 
 
 def test_a_fragment_without_a_read_key_is_refused(tmp_path, capsys):
