@@ -40,6 +40,7 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         "results/tables/main.md",
+        "results/tables/study.md",
         "results/metrics.json",
         "results/config.yaml",
         "results/grids/generator.png",

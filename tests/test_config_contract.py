@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,7 +26,8 @@ import yaml
 
 from xsyn.cli import main
 from xsyn.config import ConfigError, ConfigSection, load_config
-from xsyn.jobs import MATRIX, job_config, leaves, reads
+from xsyn.jobs import MATRIX, WORKFLOW, job_config, leaves, reads
+from xsyn.methods import METHODS
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -114,6 +116,22 @@ def test_matrix_is_no_job_s_business():
     assert job_config(cfg, "synthesize", "xsyn-a")["generator"] == {"resolution": 512}
 
 
+def test_no_study_job_reads_the_matrix_or_the_workflow_s_keys():
+    """The study's matrix (ablations, per_share) and the budget data's config are the
+    workflow's: no job of any arm or share is handed them, so growing the study re-runs nothing."""
+    cfg = load_config(["study"])
+    det = cfg["detection"]
+    outside = (*MATRIX, *WORKFLOW)
+    jobs = [(c, None) for c in ("finetune", "samples", "candidates", "evaluate", "compare")]
+    jobs += [("synthesize", m) for m in METHODS] + [("train-detector", s) for s in
+                                                    {*det["sources"], *det["ablations"]["sources"], "xsyn-a+budget"}]
+    for command, arm in jobs:
+        for share in (None, *det["shares"]):
+            paths = leaves(job_config(cfg, command, arm, share=share))
+            assert not [p for p in paths if p.startswith(outside)], (command, arm, share)
+    assert "detection.ablations.sources" in leaves(cfg)  # the check above looks at real paths
+
+
 def test_a_fragment_without_a_read_key_is_refused(tmp_path, capsys):
     """What the paper path did silently: synthesis handed no generator section sampled at the
     smoke profile's 128 px. Now the command names the key and does nothing."""
@@ -175,31 +193,79 @@ def checkout(tmp_path) -> Path:
     return tmp_path / "repo"
 
 
-@pytest.mark.parametrize("profile", ["smoke", "paper"])
+def job_share(argv: list[str]) -> float | None:
+    """A job's detection share: ``--share``, or the ``p{share}`` level of its generator or
+    output path (per-share fine-tunes, synthetic sets and sample grids)."""
+    if "--share" in argv:
+        return float(argv[argv.index("--share") + 1])
+    for flag in ("--out", "--generator"):
+        if flag in argv and (m := re.search(r"/p(\d+(?:\.\d+)?)(?:/|$)", argv[argv.index(flag) + 1])):
+            return float(m.group(1))
+    return None
+
+
+def job_arm(argv: list[str]) -> str | None:
+    """What a job's keys depend on besides its command: a synthesis method or detector source."""
+    flag = {"synthesize": "--method", "train-detector": "--source"}.get(argv[1])
+    return argv[argv.index(flag) + 1] if flag else None
+
+
+@pytest.mark.parametrize("profile", ["smoke", "paper", "study"])
 def test_every_rule_passes_exactly_what_its_command_reads(checkout, tmp_path, profile):
     if profile == "smoke":
         args, cfg = (), load_config()
-    else:
+    elif profile == "paper":
         overlay = placeholders(tmp_path / "downloads")
         args = ("--configfile", "config/paper.yaml", str(overlay))
         cfg = load_config(["paper", overlay])
+    else:
+        args, cfg = ("--configfile", "config/study.yaml"), load_config(["study"])
+    budget_cfg = load_config([str(checkout / cfg["detection"]["budget"]["config"])]) if profile == "study" else None
     commands = planned_commands(checkout, *args)
-    seen = set()
+    seen, shares = set(), set()
     for argv in commands:
         command = argv[1]
         fragments = [json.loads(argv[i + 1]) for i, a in enumerate(argv) if a == "--config-json"]
-        method = argv[argv.index("--method") + 1] if "--method" in argv else None
-        seen.add(command if method is None else f"{command} {method}")
-        if not reads(command, method):
+        arm, share = job_arm(argv), job_share(argv)
+        seen.add(command if arm is None or command == "train-detector" else f"{command} {arm}")
+        if not reads(command, arm):
             assert fragments == [], f"{command} reads no configuration, yet its rule passes some"
             continue
         assert len(fragments) == 1, argv
-        assert fragments[0] == job_config(cfg, command, method), f"{command} {method or ''}"
+        # the information-budget control's data is remade from the config that made it
+        run_cfg = budget_cfg if "data/raw/budget" in argv else cfg
+        assert fragments[0] == job_config(run_cfg, command, arm, share=share), f"{command} {arm or ''} {share}"
+        if command in ("finetune", "synthesize") and share is not None:
+            shares.add(share)
     expected = {"prepare", "finetune", "samples", "candidates", "train-detector", "evaluate", "config",
-                "gather", "show", "aggregate", *(f"synthesize {m}" for m in cfg["synthesis"]["methods"])}
-    if profile == "smoke":
+                "gather", "show", "aggregate", "compare", *(f"synthesize {m}" for m in cfg["synthesis"]["methods"])}
+    if profile != "paper":
         expected.add("phantom")
     assert expected <= seen, expected - seen
     if profile == "paper":  # the resolution synthesis samples at is the run's, not the smoke default
         synth = [a for a in commands if a[1] == "synthesize" and "gligen-plain" in a]
         assert json.loads(synth[0][synth[0].index("--config-json") + 1])["generator"]["resolution"] == 64
+    if profile == "study":  # one fine-tune and one set per share, each on that share's subset
+        assert shares == {float(s) for s in cfg["detection"]["shares"]}
+        tunes = {json.loads(a[a.index("--config-json") + 1])["finetune"]["train_split"]
+                 for a in commands if a[1] == "finetune"}
+        assert tunes == {"train_p05", "train_p10", "train_p25"}
+        assert sum("data/raw/budget" in a for a in commands) == 2  # budget phantom + prepare
+
+
+def test_a_real_only_detector_reads_no_mix():
+    """Tuning the mix re-runs the arms that mix, never real-only; only the budget arm reads its split."""
+    cfg = load_config(["study"])
+    real = job_config(cfg, "train-detector", "none")["detection"]
+    assert not {"mix", "synthetic_repeat", "pretrain_synthetic", "budget"} & set(real)
+    assert set(job_config(cfg, "train-detector", "real-repeat")["detection"]) - set(real) == {"mix"}
+    assert "budget" not in job_config(cfg, "train-detector", "xsyn-a")["detection"]
+    assert job_config(cfg, "train-detector", "xsyn-a+budget")["detection"]["budget"] == {"split": "train"}
+
+
+def test_per_share_jobs_read_their_share_s_subset():
+    cfg = load_config(["study"])
+    assert job_config(cfg, "finetune", share=5)["finetune"]["train_split"] == "train_p05"
+    assert job_config(cfg, "synthesize", "tip", share=25)["synthesis"]["source_split"] == "train_p25"
+    smoke = load_config()  # no per_share: the configured splits, whatever the share
+    assert job_config(smoke, "finetune", share=5)["finetune"]["train_split"] == smoke["finetune"]["train_split"]

@@ -131,7 +131,8 @@ def test_adding_a_seed_plans_only_the_new_seed(finished):
     """Growing the matrix adds jobs and redoes none: rules pass a job its own seed, share and
     source, never the lists of all of them."""
     jobs, text = plan_with(finished, "detection:\n  seeds: [0, 1]\n")
-    assert jobs == {"train_detector": 2, "evaluate": 2, "aggregate": 1, "config_snapshot": 1, "all": 1}, jobs
+    assert jobs == {"train_detector": 2, "evaluate": 2, "aggregate": 1, "compare": 1, "config_snapshot": 1,
+                    "all": 1}, jobs
     outputs = planned_outputs(text, "train_detector") + planned_outputs(text, "evaluate")
     assert len(outputs) == 4 and all("/s1" in o for o in outputs), outputs
 
@@ -140,7 +141,7 @@ def test_adding_a_method_plans_only_its_shards_and_runs(finished):
     jobs, text = plan_with(finished, "synthesis:\n  methods: [xsyn-a, xsyn-m]\n"
                                      "detection:\n  sources: [none, xsyn-a, xsyn-m]\n")
     assert jobs == {"synthesize_shard": 2, "gather": 1, "grid_synthetic": 1, "train_detector": 1, "evaluate": 1,
-                    "aggregate": 1, "config_snapshot": 1, "all": 1}, jobs
+                    "aggregate": 1, "compare": 1, "config_snapshot": 1, "all": 1}, jobs
     for rule in ("synthesize_shard", "gather", "grid_synthetic", "train_detector", "evaluate"):
         assert all("xsyn-m" in o for o in planned_outputs(text, rule)), rule
 

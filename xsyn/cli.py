@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-detector": ("xsyn.commands.train_detector", "train an ultralytics detector on real + synthetic data"),
     "evaluate": ("xsyn.commands.evaluate", "score a detector on real test splits with pycocotools"),
     "aggregate": ("xsyn.commands.aggregate", "collect metrics into tables and plots (mean ± std over seeds)"),
+    "compare": ("xsyn.commands.compare", "paired differences between arms with bootstrap CIs over seeds × test images"),
 }
 
 

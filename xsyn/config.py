@@ -178,9 +178,9 @@ def load_config(
     return cfg
 
 
-def config_from_args(args: Any, method: str | None = None) -> dict[str, Any]:
-    """What command ``args.command`` reads (:func:`xsyn.jobs.reads`; ``method``: the
-    synthesis method of the job), from its ``--config`` profiles, ``--config-json``
+def config_from_args(args: Any, arm: str | None = None) -> dict[str, Any]:
+    """What command ``args.command`` reads (:func:`xsyn.jobs.reads`; ``arm``: the job's
+    synthesis method or detector source), from its ``--config`` profiles, ``--config-json``
     fragments and ``--set`` overrides (the arguments :func:`xsyn.cli.add_config_arguments`
     defines), as a :class:`ConfigSection` holding those keys only.
 
@@ -189,7 +189,7 @@ def config_from_args(args: Any, method: str | None = None) -> dict[str, Any]:
     defaults without a word.
     """
     cfg = load_config(args.config, args.set, args.config_json)
-    paths = reads(args.command, method)
+    paths = reads(args.command, arm)
     reader = f"xsyn {args.command}"
     if ALL in paths:
         return cfg

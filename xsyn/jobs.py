@@ -9,9 +9,13 @@ its rule did not pass (the smoke defaults never fill a gap silently), and Snakem
 a job exactly when something it reads changes.
 
 The experiment matrix (:data:`MATRIX`: which methods, models, shares, sources and seeds,
-the shard count) belongs to the workflow: no job reads it, so growing the matrix adds jobs
-and changes none. A job's own coordinates (its method, model, share, seed, shard) reach
-the command as arguments from the job's wildcards, never as lists in its config.
+the ablations' arms and shares, the shard count, whether sets are made per share) belongs
+to the workflow: no job reads it, so growing the matrix adds jobs and changes none. A job's
+own coordinates (its method, model, share, seed, shard) reach the command as arguments from
+the job's wildcards, never as lists in its config. Which keys a job reads may depend on its
+arm: a synthesis method reads its recipe's knobs, a detector source its mix's
+(:func:`detector_reads`); with ``synthesis.per_share`` a job of one share reads that share's
+real subset as its split (:func:`share_config`).
 
 This module imports nothing heavy: the Snakefile reads it at start-up.
 """
@@ -22,14 +26,17 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xsyn.methods import get_method
+from xsyn.data.contract import train_split
+from xsyn.methods import BUDGET, REAL_ONLY, REAL_REPEAT, get_method, parse_sources
 
 ALL = "*"  # reads the whole configuration (``xsyn config``)
 
 MATRIX = (
-    "synthesis.methods", "synthesis.shards",
-    "detection.models", "detection.shares", "detection.sources", "detection.seeds",
+    "synthesis.methods", "synthesis.shards", "synthesis.per_share",
+    "detection.models", "detection.shares", "detection.sources", "detection.seeds", "detection.ablations",
 )
+# Read by the workflow alone (which configuration made the budget control's data), never by a job.
+WORKFLOW = ("detection.budget.config",)
 
 # Sampling settings every generator method uses, and where its candidate regions come from.
 SAMPLING = tuple(f"synthesis.{k}" for k in (
@@ -46,21 +53,40 @@ READS: dict[str, tuple[str, ...]] = {
     "samples": ("device", "generator.resolution", "finetune.train_split", "finetune.seed",
                 "synthesis.steps", "synthesis.guidance_scale"),
     "candidates": ("device", *CANDIDATE_SOURCE),
-    "train-detector": ("device", *(f"detection.{k}" for k in (
-        "epochs", "imgsz", "batch", "workers", "synthetic_repeat", "pretrain_synthetic", "train_args"))),
+    "train-detector": ("device", *(f"detection.{k}" for k in ("epochs", "imgsz", "batch", "workers", "train_args"))),
     "evaluate": ("device", *(f"detection.{k}" for k in (
         "eval_splits", "conf", "iou", "max_det", "imgsz", "batch"))),
+    "compare": ("report.bootstrap",),
     # export-yolo, import-yolo, show, gather, aggregate: no configuration (paths and flags only)
 }
 
 
-def reads(command: str, method: str | None = None) -> tuple[str, ...]:
-    """The key paths ``command`` reads (for ``synthesize``: those of its ``method``)."""
+def reads(command: str, arm: str | None = None) -> tuple[str, ...]:
+    """The key paths ``command`` reads (``arm``: for ``synthesize`` its ``--method``, for
+    ``train-detector`` its ``--source``)."""
     if command == "synthesize":
-        if method is None:
+        if arm is None:
             raise ValueError("synthesize: which keys it reads depends on --method")
-        return synthesis_reads(method)
+        return synthesis_reads(arm)
+    if command == "train-detector":
+        return detector_reads(REAL_ONLY if arm is None else arm)
     return READS[command] if command in READS else ()
+
+
+def detector_reads(source: str) -> tuple[str, ...]:
+    """A detector reads how it trains; how the epoch is mixed only when it trains on more than
+    its real subset (``detection.mix``: the real-repeat control, and for extra sets also
+    ``synthetic_repeat`` and ``pretrain_synthetic``), and the budget set's split only for the
+    ``budget`` source. So tuning the mix re-runs no real-only detector."""
+    sources = parse_sources(source)
+    out = list(READS["train-detector"])
+    if sources:
+        out.append("detection.mix")
+    if [s for s in sources if s != REAL_REPEAT]:
+        out += ["detection.synthetic_repeat", "detection.pretrain_synthetic"]
+    if BUDGET in sources:
+        out.append("detection.budget.split")
+    return tuple(out)
 
 
 def synthesis_reads(method: str) -> tuple[str, ...]:
@@ -129,6 +155,20 @@ def launcher(processes: int, mixed_precision: str) -> str:
             f"--mixed_precision {mixed_precision} --dynamo_backend no -m xsyn")
 
 
-def job_config(cfg: Mapping[str, Any], command: str, method: str | None = None) -> dict[str, Any]:
-    """What a rule hands ``xsyn command`` for one job (``method``: the job's wildcard)."""
-    return cut(cfg, reads(command, method))
+def share_config(cfg: Mapping[str, Any], share: float | None) -> Mapping[str, Any]:
+    """``cfg`` as a job of detection share ``share`` reads it: with ``synthesis.per_share``
+    (equal information, DESIGN §8) the generator is fine-tuned on, and synthesis draws its
+    scans from, that share's real subset (``finetune.train_split`` and
+    ``synthesis.source_split`` become ``train_pNN``). Otherwise, or for ``share`` None, ``cfg``."""
+    if share is None or not cfg["synthesis"]["per_share"]:
+        return cfg
+    out = copy.deepcopy(dict(cfg))
+    out["finetune"]["train_split"] = out["synthesis"]["source_split"] = train_split(share)
+    return out
+
+
+def job_config(cfg: Mapping[str, Any], command: str, arm: str | None = None,
+               share: float | None = None) -> dict[str, Any]:
+    """What a rule hands ``xsyn command`` for one job (``arm``: the job's method or source
+    wildcard; ``share``: its detection share, which matters only with ``synthesis.per_share``)."""
+    return cut(share_config(cfg, share), reads(command, arm))

@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import Any
 
 REAL_ONLY = "none"  # the detector source "real data only" (results paths, tables, plots)
+# Controls of the study (DESIGN §8): detector sources that are not synthetic sets.
+REAL_REPEAT = "real-repeat"  # the real subset alone, oversampled to the mixed arms' images per epoch
+BUDGET = "budget"  # the generator's own labelled pre-training scans, given to the detector directly
+CONTROLS: dict[str, str] = {
+    REAL_REPEAT: "real subset oversampled to the mixed arms' optimizer steps (what more steps alone give)",
+    BUDGET: "real + the generator's labelled pre-training scans (the ceiling of what it could pass on)",
+}
 
 
 @dataclass(frozen=True)
@@ -62,13 +69,17 @@ def describe_methods() -> str:
 
 
 def parse_sources(spec: str) -> list[str]:
-    """A detector's ``--source``: ``"none"`` → ``[]``; ``"xsyn-a+tip"`` → ``["xsyn-a", "tip"]``."""
+    """A detector's ``--source``: ``"none"`` → ``[]``; ``"xsyn-a+tip"`` → ``["xsyn-a", "tip"]``.
+
+    ``real-repeat`` is an arm of its own (``["real-repeat"]``); ``budget`` may join synthetic sets.
+    """
     parts = [s.strip() for s in spec.split("+") if s.strip()]
     if not parts:
         raise ValueError(f"--source {spec!r}: empty source list (use {REAL_ONLY!r} for real only)")
-    if REAL_ONLY in parts:
-        if len(parts) > 1:
-            raise ValueError(f"--source {spec!r}: {REAL_ONLY!r} cannot be combined with other sources")
+    for alone in (REAL_ONLY, REAL_REPEAT):
+        if alone in parts and len(parts) > 1:
+            raise ValueError(f"--source {spec!r}: {alone!r} cannot be combined with other sources")
+    if parts == [REAL_ONLY]:
         return []
     if len(set(parts)) != len(parts):
         raise ValueError(f"--source {spec!r}: a source is listed twice")
@@ -110,3 +121,8 @@ def model_runs(models: Iterable[str | Mapping[str, Any]]) -> dict[str, str]:
 def is_pretrained(file: str | Path) -> bool:
     """A ``.pt`` starts from its weights; a ``.yaml`` from random init."""
     return str(file).endswith(".pt")
+
+
+def synthetic_sources(spec: str) -> list[str]:
+    """The synthetic sets a detector ``--source`` reads (its controls left out)."""
+    return [s for s in parse_sources(spec) if s not in CONTROLS]

@@ -9,13 +9,27 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from xsyn.config import load_config
 from xsyn.data.contract import share_tag
 from xsyn.env import gpu_visible
-from xsyn.jobs import job_config, launcher
-from xsyn.methods import METHODS, model_runs, parse_sources
+from xsyn.jobs import job_config, launcher, share_config
+from xsyn.methods import BUDGET, METHODS, model_runs, parse_sources, synthetic_sources
 
 DATASET = config["dataset"]["name"]
 MODELS = model_runs(config["detection"]["models"])  # run name → model file (xsyn.methods)
+
+# Equal information (DESIGN §8). With synthesis.per_share the generator is fine-tuned, and
+# every synthetic set made, once per detection share from that share's real subset: the
+# paths gain a p{share} level. Without it (smoke) there is one generator
+# (finetune.train_split) and one set per method (synthesis.source_split).
+PER_SHARE = config["synthesis"]["per_share"]
+SHARE_LEVEL = "/p{share}" if PER_SHARE else ""
+GENERATOR = "results/models/generator" + SHARE_LEVEL
+SYNTHETIC = "data/synthetic/{dataset}" + SHARE_LEVEL  # one folder per method inside
+# The information-budget control's labelled set: the generator's own pre-training data,
+# remade from the config that made it (its phantom and dataset sections).
+BUDGET_CONFIG = config["detection"]["budget"]["config"]
+BUDGET_DATASET = "data/budget"
 
 
 wildcard_constraints:
@@ -40,35 +54,58 @@ DETECTOR_THREADS = 1
 GPU_JOB = 1 if gpu_visible(config["device"]) else 0
 
 
-def cfg_for(command, method=None):
+def cfg_for(command, arm=None, share=None, cfg=None):
     """What `xsyn command` reads of the config for one job (xsyn.jobs), as the JSON of its
     `--config-json`. Passed through `params:`, so Snakemake re-runs a job exactly when a key
     it reads changes; the experiment matrix (methods, models, shares, sources, seeds) is not
-    among them: growing it adds jobs and re-runs none."""
-    return json.dumps(job_config(config, command, method), sort_keys=True)
+    among them: growing it adds jobs and re-runs none. `arm`: the job's synthesis method or
+    detector source; `share`: its detection share (with synthesis.per_share the share's
+    real subset is the split it reads); `cfg`: another run configuration (the budget data's)."""
+    return json.dumps(job_config(config if cfg is None else cfg, command, arm, share=share), sort_keys=True)
 
 
-def detection_sources():
-    return [str(s) for s in config["detection"]["sources"]]
+def job_share(wildcards):
+    """The detection share of a per-share job (its p{share} path level), else None."""
+    return float(wildcards.share) if PER_SHARE else None
+
+
+def arms():
+    """The (source, share) cells of the matrix: sources × shares, plus the ablations and
+    controls at their own shares."""
+    det = config["detection"]
+    cells = {(str(s), float(sh)) for s in det["sources"] for sh in det["shares"]}
+    cells |= {(str(s), float(sh)) for s in det["ablations"]["sources"] for sh in det["ablations"]["shares"]}
+    return sorted(cells)
+
+
+def synthetic_sets():
+    """(method, share) of every synthetic set the workflow makes (share None: one per method):
+    synthesis.methods at every detection share, and whatever an arm reads at its share."""
+    needed = {(m, float(sh)) for m in config["synthesis"]["methods"] for sh in config["detection"]["shares"]}
+    needed |= {(m, share) for source, share in arms() for m in synthetic_sources(source)}
+    return sorted(needed) if PER_SHARE else sorted({(m, None) for m, _ in needed})
 
 
 def synthetic_methods():
-    """Synthetic sets the matrix needs: the configured methods plus any used by a source."""
-    needed = set(config["synthesis"]["methods"])
-    for source in detection_sources():
-        needed.update(parse_sources(source))
-    return sorted(needed)
+    return sorted({m for m, _ in synthetic_sets()})
+
+
+def synthetic_dir(method, share=None, dataset=DATASET):
+    """A synthetic set's folder (per-share sets: share = the detection share)."""
+    return SYNTHETIC.format(dataset=dataset, share=share_tag(share) if share is not None else "") + f"/{method}"
+
+
+def uses_budget():
+    return any(BUDGET in parse_sources(source) for source, _ in arms())
 
 
 def metric_files():
-    return expand(
-        "results/metrics/{dataset}/{model}/{source}/p{share}/s{seed}.json",
-        dataset=DATASET,
-        model=list(MODELS),
-        source=detection_sources(),
-        share=[share_tag(s) for s in config["detection"]["shares"]],
-        seed=config["detection"]["seeds"],
-    )
+    return [
+        f"results/metrics/{DATASET}/{model}/{source}/p{share_tag(share)}/s{seed}.json"
+        for model in MODELS
+        for source, share in arms()
+        for seed in config["detection"]["seeds"]
+    ]
 
 
 def grid_sources():

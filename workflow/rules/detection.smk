@@ -1,8 +1,15 @@
 # Detectors: the experiment matrix dataset × model × source × share × seed, scored on real test scans.
 
 
+def synthetic_root(wildcards):
+    return SYNTHETIC.format(**wildcards)
+
+
 def synthetic_inputs(wildcards):
-    return [f"data/synthetic/{wildcards.dataset}/{s}" for s in parse_sources(wildcards.source)]
+    """The extra labelled sets of a run: its synthetic sets (of its share, with per_share)
+    and, for the information-budget control, the budget dataset."""
+    sets = [f"{synthetic_root(wildcards)}/{s}" for s in synthetic_sources(wildcards.source)]
+    return sets + ([BUDGET_DATASET] if BUDGET in parse_sources(wildcards.source) else [])
 
 
 def pretrained_weights(wildcards):
@@ -21,9 +28,11 @@ rule train_detector:
     output:
         "results/runs/{dataset}/{model}/{source}/p{share}/s{seed}/weights.pt",
     params:
-        cfg=cfg_for("train-detector"),
+        cfg=lambda w: cfg_for("train-detector", w.source),
         model=lambda w: MODELS[w.model],
         run_dir=lambda w, output: str(Path(output[0]).parent),
+        synthetic_root=synthetic_root,
+        budget=lambda w: f"--budget {BUDGET_DATASET}" if BUDGET in parse_sources(w.source) else "",
     resources:
         gpu=GPU_JOB,
     log:
@@ -31,7 +40,7 @@ rule train_detector:
     shell:
         "xsyn train-detector --dataset {input.dataset} --model {params.model:q} --name {wildcards.model} "
         "--share {wildcards.share} --source {wildcards.source} --seed {wildcards.seed} "
-        "--synthetic-root data/synthetic/{wildcards.dataset} --out {params.run_dir} "
+        "--synthetic-root {params.synthetic_root} {params.budget} --out {params.run_dir} "
         "--config-json {params.cfg:q} > {log} 2>&1"
 
 

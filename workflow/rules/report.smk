@@ -24,6 +24,27 @@ rule aggregate:
         "xsyn aggregate --metrics results/metrics --out results 2> {log}"
 
 
+rule compare:
+    input:
+        metrics=metric_files(),
+        dataset=f"data/{DATASET}",
+    output:
+        table=report("results/tables/study.md", caption="../report/study_table.rst",
+                     category="Results", labels={"table": "study (paired CIs)"}),
+        csv="results/tables/study.csv",
+        plot=report("results/plots/study_ap_vs_share.png", caption="../report/study_plot.rst",
+                    category="Plots", labels={"plot": "AP vs share (CI bands)"}),
+        plot_csv="results/plots/study_ap_vs_share.csv",
+        metrics="results/study.json",
+    params:
+        cfg=cfg_for("compare"),
+    log:
+        "results/logs/compare.log",
+    shell:
+        "xsyn compare --metrics {input.metrics} --dataset {input.dataset} --out results "
+        "--config-json {params.cfg:q} 2> {log}"
+
+
 rule grid_real:
     input:
         f"data/{DATASET}",
@@ -39,9 +60,16 @@ rule grid_real:
         "--n {params.n} --out {output} 2> {log}"
 
 
+def grid_input(wildcards):
+    """The method's synthetic set (per-share sets: the one of its smallest share)."""
+    share = min((sh for m, sh in synthetic_sets() if m == wildcards.method), default=None,
+                key=lambda sh: -1 if sh is None else sh)
+    return synthetic_dir(wildcards.method, share)
+
+
 rule grid_synthetic:
     input:
-        f"data/synthetic/{DATASET}/{{method}}",
+        grid_input,
     output:
         report("results/grids/{method}.png", caption="../report/grid_synthetic.rst",
                category="Samples", labels={"source": "{method}"}),

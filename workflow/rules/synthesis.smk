@@ -1,30 +1,36 @@
-# Synthesis: one job per shard of source images (atomic folders), then a gather per method.
+# Synthesis: one job per shard of source images (atomic folders), then a gather per method
+# (and, with synthesis.per_share, per share: from that share's real subset and generator).
 # The shard's candidate regions (benign objects: Xsyn-A's places, BOM's patches) are found
 # once per shard, by SAM on the run's device when configured, and read by every method.
 
 SHARDS = config["synthesis"]["shards"]
-SOURCE_SPLIT = config["synthesis"]["source_split"]
+SHARD_DIR = "data/synthetic-shards/{dataset}" + SHARE_LEVEL + "/{method}"
 USES_SAM = config["synthesis"]["car"]["segmenter"] == "sam" and bool(config["synthesis"]["car"]["sam_path"])
 
 
 def shard_dirs(wildcards):
     return expand(
-        "data/synthetic-shards/{dataset}/{method}/shard-{index:03d}-of-{count:03d}",
-        dataset=wildcards.dataset,
-        method=wildcards.method,
+        SHARD_DIR + "/shard-{index:03d}-of-{count:03d}",
         index=range(SHARDS),
         count=SHARDS,
+        **wildcards,
     )
 
 
 def generator_input(wildcards):
-    return ["results/models/generator"] if METHODS[wildcards.method].generator else []
+    return [GENERATOR.format(**wildcards)] if METHODS[wildcards.method].generator else []
+
+
+def source_split(wildcards):
+    """The real scans a shard draws from: synthesis.source_split (per share: that share's subset)."""
+    return share_config(config, job_share(wildcards))["synthesis"]["source_split"]
 
 
 def candidates_input(wildcards):
     if not METHODS[wildcards.method].generator:
         return []  # TIP reads the dataset's own records
-    return [f"data/candidates/{wildcards.dataset}/{SOURCE_SPLIT}/shard-{wildcards.index}-of-{wildcards.nshards}.json"]
+    return [f"data/candidates/{wildcards.dataset}/{source_split(wildcards)}/"
+            f"shard-{wildcards.index}-of-{wildcards.nshards}.json"]
 
 
 def sam_files():
@@ -61,15 +67,15 @@ rule synthesize_shard:
         generator=generator_input,
         candidates=candidates_input,
     output:
-        directory("data/synthetic-shards/{dataset}/{method}/shard-{index}-of-{nshards}"),
+        directory(SHARD_DIR + "/shard-{index}-of-{nshards}"),
     params:
-        cfg=lambda w: cfg_for("synthesize", w.method),
+        cfg=lambda w: cfg_for("synthesize", w.method, share=job_share(w)),
         generator=lambda w, input: f"--generator {input.generator[0]}" if input.generator else "",
         candidates=lambda w, input: f"--candidates {input.candidates[0]}" if input.candidates else "",
     resources:
         gpu=lambda w: GPU_JOB if METHODS[w.method].generator else 0,
     log:
-        "results/logs/synthesize/{dataset}/{method}/{index}-of-{nshards}.log",
+        "results/logs/synthesize/{dataset}" + SHARE_LEVEL + "/{method}/{index}-of-{nshards}.log",
     shell:
         "xsyn synthesize --method {wildcards.method} --dataset {input.dataset} {params.generator} "
         "{params.candidates} --shard {wildcards.index} --shards {wildcards.nshards} --out {output} "
@@ -80,8 +86,8 @@ rule gather:
     input:
         shard_dirs,
     output:
-        directory("data/synthetic/{dataset}/{method}"),
+        directory(SYNTHETIC + "/{method}"),
     log:
-        "results/logs/gather/{dataset}/{method}.log",
+        "results/logs/gather/{dataset}" + SHARE_LEVEL + "/{method}.log",
     shell:
         "xsyn gather --shards {input} --out {output} 2> {log}"

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from xsyn.config import config_from_args
     from xsyn.synthesize import synthesize_shard
 
-    cfg = config_from_args(args, method=args.method)
+    cfg = config_from_args(args, arm=args.method)
     summary = synthesize_shard(cfg, args.method, args.dataset, args.generator, args.shard,
                                args.shards, args.out, candidates=args.candidates)
     print(json.dumps(summary))

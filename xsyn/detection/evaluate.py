@@ -79,7 +79,7 @@ def check_detections(detections: list[dict[str, Any]], gt: dict[str, Any], sourc
             raise DatasetError(f"{source}: detections[{i}]: score must be a number")
 
 
-def _load_results(coco_gt: Any, detections: list[dict[str, Any]]) -> Any:
+def load_results(coco_gt: Any, detections: list[dict[str, Any]]) -> Any:
     """``COCO.loadRes`` (which fails on an empty list), or an empty result set."""
     from pycocotools.coco import COCO
 
@@ -115,7 +115,7 @@ def coco_evaluate(
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
-        coco_dt = _load_results(coco_gt, detections)
+        coco_dt = load_results(coco_gt, detections)
         ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
         ev.evaluate()
         ev.accumulate()

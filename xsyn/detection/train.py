@@ -14,7 +14,8 @@ Run folder (``out``)::
     mix/                 YOLO export of the real subset, synthetic sets and val; data yamls
     train/ | pretrain/ finetune/   ultralytics project folders (args, results.csv, weights)
     classes.json         YOLO class index → dataset category id (read by the evaluator)
-    run.json             run identity, image counts, detection config, wall time
+    run.json             run identity, images per epoch of each set, the labelled data the run
+                         touched, what a .pt start passed on (init), detection config, wall time
     weights.pt           final weights (best on val), written last and atomically
 """
 
@@ -25,6 +26,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +140,17 @@ def train_detector(
     det_cfg: Mapping[str, Any],
     device: str,
     name: str | None = None,
+    budget: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Build the mix, train (optionally pre-train on synthetic, then fine-tune on real),
     and write ``out/weights.pt``; returns the run record also written to ``run.json``.
-    ``name`` is the run's model name (:func:`xsyn.methods.model_name` of the entry)."""
-    from xsyn.methods import model_name
+    ``name`` is the run's model name (:func:`xsyn.methods.model_name` of the entry).
+
+    ``budget`` is the prepared dataset behind the source ``budget`` (its
+    ``detection.budget.split``). ``run.json`` lists every labelled set the run touched
+    (``labelled_data``: images, boxes, images per epoch) and, for a ``.pt`` start, which of
+    the model's tensors came from it (``init``: ``tensors``, ``from_init``, ``new``)."""
+    from xsyn.methods import BUDGET, REAL_REPEAT, is_pretrained, model_name
 
     check_model(model)
     init, run_name = model_init(model), name or model_name(model)
@@ -150,20 +158,26 @@ def train_detector(
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     shutil.rmtree(out / "mix", ignore_errors=True)  # a stale mix from an earlier run would leak images
+    # A run reads the mix settings its sources need (xsyn.jobs.detector_reads): real-only none.
+    extra = [s for s in sources if s != REAL_REPEAT]
     mix = build_mix(
         dataset, share, sources, synthetic_root, out / "mix",
-        repeat=float(det_cfg["synthetic_repeat"]), seed=seed,
+        repeat=float(det_cfg["synthetic_repeat"]) if extra else 1.0, seed=seed,
+        mix_cfg=det_cfg["mix"] if sources else None,
+        budget=(budget, det_cfg["budget"]["split"]) if budget is not None and BUDGET in sources else None,
     )
-    if det_cfg["pretrain_synthetic"] and mix.synthetic_dirs:
+    if mix.synthetic_dirs and det_cfg["pretrain_synthetic"]:
         stages = [("pretrain", mix.synthetic_dirs), ("finetune", mix.real_dirs)]
     else:
         stages = [("train", mix.real_dirs + mix.synthetic_dirs)]
     args = ultralytics_args(det_cfg, seed, device, out)
 
     weights: str | Path = model
-    for name, train_dirs in stages:
+    for i, (name, train_dirs) in enumerate(stages):
         data = mix.data_yaml(out / "mix" / f"{name}.yaml", train_dirs)
         detector = build_model(weights)
+        if i == 0 and is_pretrained(model):
+            detector.add_callback("on_pretrain_routine_end", partial(record_transfer, init, model))
         detector.train(data=str(data), name=name, **args)
         weights = final_weights(detector.trainer)
 
@@ -178,6 +192,7 @@ def train_detector(
         "seed": seed,
         "stages": [name for name, _ in stages],
         "images": mix.counts,
+        "labelled_data": mix.labelled_data,
         "device": device,
         "detection": dict(det_cfg),
         "train_seconds": round(time.time() - start, 1),
@@ -186,6 +201,35 @@ def train_detector(
     with atomic_path(out / "weights.pt", suffix=".pt") as tmp:
         shutil.copyfile(weights, tmp)
     return record
+
+
+def transfer_report(init_weights: str | os.PathLike, model: Any) -> dict[str, Any]:
+    """Which tensors of ``model`` (as training starts) hold the values of ``init_weights``.
+
+    ultralytics copies every tensor whose name and shape fit and builds the rest new: for a
+    detector initialised on other classes, only the class layers of the head should be new.
+    Recorded in ``run.json`` so every run shows what it inherited.
+    """
+    import torch
+
+    ckpt = torch.load(init_weights, map_location="cpu", weights_only=False)
+    source = (ckpt.get("ema") or ckpt["model"]).float().state_dict()
+    new, same = [], 0
+    for key, value in model.state_dict().items():
+        ref = source.get(key)
+        if ref is not None and ref.shape == value.shape and torch.equal(ref, value.detach().float().cpu()):
+            same += 1
+        else:
+            new.append(key)
+    return {"weights": str(init_weights), "tensors": same + len(new), "from_init": same, "new": new}
+
+
+def record_transfer(record: dict[str, Any], init_weights: str | os.PathLike, trainer: Any) -> None:
+    """ultralytics callback (``on_pretrain_routine_end``: model built, no step taken yet):
+    adds ``tensors``, ``from_init`` and ``new`` to the run's ``init`` record (whose ``file``
+    already names the weights)."""
+    report = transfer_report(init_weights, trainer.model)
+    record.update({k: v for k, v in report.items() if k != "weights"})
 
 
 def read_run(weights: str | os.PathLike) -> dict[str, Any]:
