@@ -262,3 +262,16 @@ def test_unknown_method_and_missing_generator(tmp_path, dataset):
     with pytest.raises(ValueError, match="--generator"):
         synthesize_shard(cfg, "xsyn-a", dataset, None, 0, 1, tmp_path / "x")
     assert not Path(tmp_path / "x").exists()
+
+
+def test_a_float16_folder_loads_in_float32_on_the_cpu(tmp_path):
+    """The shipped asset is stored in float16; synthesis straight from it on a CPU (no
+    fine-tune first) must not mix half and float matmuls."""
+    comps = get_dummy_components(inpaint=True)
+    for m in (comps.unet, comps.vae, comps.text_encoder):
+        m.to(torch.float16)
+    save_generator(comps, tmp_path / "fp16")
+    cfg = load_config((), ["device=cpu"])
+    pipe = run_mod.load_pipeline(tmp_path / "fp16", cfg)
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        assert {p.dtype for p in m.parameters()} == {torch.float32}

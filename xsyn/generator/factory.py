@@ -399,13 +399,15 @@ def write_generator(components: GeneratorComponents, folder: str | os.PathLike) 
 def load_generator(
     path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> GeneratorComponents:
-    """Read a folder written by :func:`save_generator` (or any diffusers GLIGEN folder)."""
+    """Read a folder written by :func:`save_generator` (or any diffusers GLIGEN folder), in
+    float32 unless ``dtype`` says otherwise: a folder stored in float16 (the shipped asset)
+    would otherwise load its text encoder in half precision (transformers keeps the stored
+    dtype), which no CPU matmul accepts beside float32 inputs."""
     path = Path(path)
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
-    kw: dict[str, Any] = {"local_files_only": True}
-    if dtype is not None:
-        kw["torch_dtype"] = dtype
+    dtype = torch.float32 if dtype is None else dtype
+    kw: dict[str, Any] = {"local_files_only": True, "torch_dtype": dtype}
     unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kw)
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kw)
     text_encoder = CLIPTextModel.from_pretrained(
