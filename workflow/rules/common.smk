@@ -10,6 +10,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from xsyn.data.contract import share_tag
+from xsyn.fingerprint import code_fingerprint
 from xsyn.env import gpu_visible
 from xsyn.jobs import job_config, launcher
 from xsyn.methods import METHODS, model_runs, parse_sources
@@ -46,6 +47,12 @@ def cfg_for(command, method=None):
     it reads changes; the experiment matrix (methods, models, shares, sources, seeds) is not
     among them: growing it adds jobs and re-runs none."""
     return json.dumps(job_config(config, command, method), sort_keys=True)
+
+
+def code_for(command):
+    """A digest of the code `xsyn command` runs (xsyn.fingerprint), passed as a param: editing a
+    module re-runs the rules whose command imports it, and what follows them, nothing else."""
+    return code_fingerprint(command)
 
 
 def detection_sources():

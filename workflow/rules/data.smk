@@ -8,6 +8,7 @@ if config["dataset"]["format"] == "phantom":
             directory(config["dataset"]["source"]),
         params:
             cfg=cfg_for("phantom"),
+            code=code_for("phantom"),
         log:
             "results/logs/phantom.log",
         shell:
@@ -21,6 +22,7 @@ rule prepare:
         directory(f"data/{DATASET}"),
     params:
         cfg=cfg_for("prepare"),
+        code=code_for("prepare"),
     log:
         "results/logs/prepare.log",
     shell:

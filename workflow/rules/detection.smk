@@ -22,6 +22,7 @@ rule train_detector:
         "results/runs/{dataset}/{model}/{source}/p{share}/s{seed}/weights.pt",
     params:
         cfg=cfg_for("train-detector"),
+        code=code_for("train-detector"),
         model=lambda w: MODELS[w.model],
         run_dir=lambda w, output: str(Path(output[0]).parent),
     resources:
@@ -44,6 +45,7 @@ rule evaluate:
         "results/metrics/{dataset}/{model}/{source}/p{share}/s{seed}.json",
     params:
         cfg=cfg_for("evaluate"),
+        code=code_for("evaluate"),
     resources:
         gpu=GPU_JOB,
     log:

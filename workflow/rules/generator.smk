@@ -16,6 +16,7 @@ rule finetune:
         directory("results/models/generator"),
     params:
         cfg=cfg_for("finetune"),
+        code=code_for("finetune"),
         launch=launcher(FINETUNE_GPUS, config["finetune"]["mixed_precision"]),
     resources:
         gpu=GPU_JOB * FINETUNE_GPUS,
@@ -36,6 +37,7 @@ rule generator_samples:
                labels={"source": "generator"}),
     params:
         cfg=cfg_for("samples"),
+        code=code_for("samples"),
     resources:
         gpu=GPU_JOB,
     log:

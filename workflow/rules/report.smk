@@ -18,6 +18,8 @@ rule aggregate:
                           category="Plots", labels={"plot": "per-class AP"}),
         pr_plot=report("results/plots/pr_curves.png", caption="../report/pr_curves.rst",
                        category="Plots", labels={"plot": "PR curves"}),
+    params:
+        code=code_for("aggregate"),
     log:
         "results/logs/aggregate.log",
     shell:
@@ -32,6 +34,7 @@ rule grid_real:
                labels={"source": "real"}),
     params:
         n=config["report"]["grid_images"],
+        code=code_for("show"),
     log:
         "results/logs/grids/real.log",
     shell:
@@ -47,6 +50,7 @@ rule grid_synthetic:
                category="Samples", labels={"source": "{method}"}),
     params:
         n=config["report"]["grid_images"],
+        code=code_for("show"),
     log:
         "results/logs/grids/{method}.log",
     shell:
@@ -60,6 +64,7 @@ rule config_snapshot:
                labels={"file": "config"}),
     params:
         cfg=lambda w: json.dumps(config, sort_keys=True),
+        code=code_for("config"),
     log:
         "results/logs/config_snapshot.log",
     shell:

@@ -45,6 +45,7 @@ rule candidates:
         "data/candidates/{dataset}/{split}/shard-{index}-of-{nshards}.json",
     params:
         cfg=cfg_for("candidates"),
+        code=code_for("candidates"),
     resources:
         gpu=GPU_JOB if USES_SAM else 0,
     log:
@@ -64,6 +65,7 @@ rule synthesize_shard:
         directory("data/synthetic-shards/{dataset}/{method}/shard-{index}-of-{nshards}"),
     params:
         cfg=lambda w: cfg_for("synthesize", w.method),
+        code=code_for("synthesize"),
         generator=lambda w, input: f"--generator {input.generator[0]}" if input.generator else "",
         candidates=lambda w, input: f"--candidates {input.candidates[0]}" if input.candidates else "",
     resources:
@@ -81,6 +83,8 @@ rule gather:
         shard_dirs,
     output:
         directory("data/synthetic/{dataset}/{method}"),
+    params:
+        code=code_for("gather"),
     log:
         "results/logs/gather/{dataset}/{method}.log",
     shell:
