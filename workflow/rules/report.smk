@@ -7,6 +7,7 @@ rule aggregate:
         metric_files(),
     output:
         metrics="results/metrics.json",
+        headline=directory("results/headline"),  # what `dvc metrics show` prints: AP, ΔAP per arm and share
         table=report("results/tables/main.md", caption="../report/main_table.rst",
                      category="Results", labels={"table": "main"}),
         csv="results/tables/main.csv",
