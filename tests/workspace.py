@@ -46,7 +46,9 @@ def git_commit_all(workspace: Path, message: str = "init") -> None:
 def workflow_env(workspace: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "YOLO_", "XSYN_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(NETGUARD)
+    # the copy's own package runs (its rules' commands and the Snakefile read the same code, as
+    # in a clone with `pip install -e .`), so an edit in the copy is what the workflow sees
+    env["PYTHONPATH"] = os.pathsep.join([str(NETGUARD), str(workspace)])
     env["XSYN_NET_LOG"] = str(workspace / "network.log")
     env["XSYN_CACHE"] = str(workspace / ".cache" / "xsyn")
     return env
