@@ -62,9 +62,9 @@ def recorded_run(root: Path = Path(".")) -> dict[str, Any]:
 
 def portable(path: str | os.PathLike, root: Path = Path(".")) -> str:
     """``path`` relative to the workspace when it lies inside it (so a clone can use it)."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # not resolve(): config/paper.yaml stays itself, not its link's target
     try:
-        return str(path.resolve().relative_to(root.resolve()))
+        return str(path.relative_to(os.path.abspath(root)))
     except ValueError:
         return str(path)
 
