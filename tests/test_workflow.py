@@ -51,9 +51,11 @@ def make_workspace(dest: Path) -> Path:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
+    """Every file's digest; Snakemake's empty `.snakemake_timestamp` marks are bookkeeping,
+    which DVC does not version (.dvcignore)."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".snakemake_timestamp"
     }
 
 
