@@ -45,3 +45,11 @@ def test_under_dvc_is_dvcs_own_variable():
 def test_accept_pulled_leaves_a_workspace_without_lock_alone(tmp_path):
     (tmp_path / ".dvc").mkdir()
     assert versioning.accept_pulled(tmp_path) is False
+
+
+def test_overrides_read_as_dvc_writes_them(tmp_path):
+    """`dvc exp run -S` writes YAML 1.2: `no` is the string a YAML 1.1 reader would make False."""
+    assert versioning.overrides(tmp_path) == {}
+    (tmp_path / versioning.OVERRIDES).write_text("finetune:\n  mixed_precision: no\ndetection:\n  epochs: 10\n")
+    assert versioning.overrides(tmp_path) == {"finetune": {"mixed_precision": "no"}, "detection": {"epochs": 10}}
+

@@ -2,6 +2,8 @@
 
 The Snakefile calls three things from here:
 
+- :func:`overrides` at start-up: ``params.yaml``, the run's own values over the profile and
+  its overlays, the file ``dvc exp run -S key=value`` sets (experiments, in git).
 - :func:`recorded_run` at start-up under DVC (``dvc repro``, ``dvc exp run``): the config
   files and ``--config`` values of the last complete run, so DVC re-runs *that* run (the
   paper or study profile, with its overlays), reading them afresh from their files.
@@ -33,6 +35,7 @@ from typing import Any
 import yaml
 
 RECORD = Path("config/run.yaml")
+OVERRIDES = Path("params.yaml")  # DVC's default params file: `dvc exp run -S key=value` writes here
 STAGE = "workflow"  # the one stage of dvc.yaml
 LOCK = Path("dvc.lock")
 STAMP = Path(".snakemake/xsyn-accepted-lock")  # the dvc.lock whose artifacts Snakemake accepted
@@ -58,6 +61,19 @@ def recorded_run(root: Path = Path(".")) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text()) if path.is_file() else None
     workflow = (data or {}).get("workflow") or {}
     return {"configfiles": list(workflow.get("configfiles") or []), "config": dict(workflow.get("config") or {})}
+
+
+def overrides(root: Path = Path(".")) -> dict[str, Any]:
+    """The values of :data:`OVERRIDES`, applied over the profile and overlays of every run.
+
+    Read as YAML 1.2, the way DVC writes it (``dvc exp run -S`` round-trips the file with
+    ruamel): a value such as ``no`` stays the string it was set as, where a YAML 1.1 reader
+    (PyYAML, Snakemake's) would turn it into ``False``."""
+    from ruamel.yaml import YAML
+
+    path = root / OVERRIDES
+    data = YAML(typ="safe", pure=True).load(path.read_text()) if path.is_file() else None
+    return _plain(data or {})
 
 
 def portable(path: str | os.PathLike, root: Path = Path(".")) -> str:
