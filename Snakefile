@@ -35,7 +35,7 @@ else:
     RUN = {"configfiles": workflow.config_settings.configfiles, "config": workflow.config_settings.config}
     xsyn.versioning.accept_pulled()  # artifacts restored by `dvc pull` are current, not redone
 # params.yaml: this workspace's own values over the profile and overlays (`dvc exp run -S
-# detection.epochs=10` writes there), so an experiment is a git commit like any other change
+# '++detection.epochs=10'` writes there), so an experiment is a git commit like any other change
 update_config(config, xsyn.versioning.overrides())
 
 

@@ -3,7 +3,7 @@
 The Snakefile calls three things from here:
 
 - :func:`overrides` at start-up: ``params.yaml``, the run's own values over the profile and
-  its overlays, the file ``dvc exp run -S key=value`` sets (experiments, in git).
+  its overlays, the file ``dvc exp run -S '++key=value'`` sets (experiments, in git).
 - :func:`recorded_run` at start-up under DVC (``dvc repro``, ``dvc exp run``): the config
   files and ``--config`` values of the last complete run, so DVC re-runs *that* run (the
   paper or study profile, with its overlays), reading them afresh from their files.
@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 RECORD = Path("config/run.yaml")
-OVERRIDES = Path("params.yaml")  # DVC's default params file: `dvc exp run -S key=value` writes here
+OVERRIDES = Path("params.yaml")  # DVC's default params file: `dvc exp run -S '++key=value'` writes here
 STAGE = "workflow"  # the one stage of dvc.yaml
 LOCK = Path("dvc.lock")
 STAMP = Path(".snakemake/xsyn-accepted-lock")  # the dvc.lock whose artifacts Snakemake accepted
@@ -44,8 +44,8 @@ HEADER = """\
 # The configuration of the last complete run of the workflow, written by that run
 # (xsyn/versioning.py). DVC versions the run under these values (dvc.yaml: params), and
 # `dvc repro` / `dvc exp run` run the same config files again. Commit it with dvc.lock.
-# Change a run through its profile or overlay, not here, e.g.
-#   dvc exp run -S 'config/smoke.yaml:detection.epochs=60'
+# Change a run through its profile, an overlay or params.yaml, not here, e.g.
+#   dvc exp run -S '++detection.epochs=60'
 """
 
 
