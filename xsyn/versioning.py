@@ -120,8 +120,8 @@ def locked_outs(root: Path = Path(".")) -> list[Path]:
     path = root / LOCK
     if not path.is_file():
         return []
-    stage = (yaml.safe_load(path.read_text()) or {}).get("stages", {}).get(STAGE, {})
-    return [root / o["path"] for o in stage.get("outs", [])]
+    stages = (yaml.safe_load(path.read_text()) or {})["stages"]  # DVC's lock, not our config
+    return [root / o["path"] for o in stages[STAGE]["outs"]] if STAGE in stages else []
 
 
 def accept_pulled(root: Path = Path(".")) -> bool:
