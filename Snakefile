@@ -33,7 +33,8 @@ if xsyn.versioning.under_dvc():
     update_config(config, RUN["config"])
 else:
     RUN = {"configfiles": workflow.config_settings.configfiles, "config": workflow.config_settings.config}
-    xsyn.versioning.accept_pulled()  # artifacts restored by `dvc pull` are current, not redone
+    if workflow.is_main_process:  # not in the jobs a cluster runs
+        xsyn.versioning.accept_pulled()  # artifacts restored by `dvc pull` are current, not redone
 # params.yaml: this workspace's own values over the profile and overlays (`dvc exp run -S
 # '++detection.epochs=10'` writes there), so an experiment is a git commit like any other change
 update_config(config, xsyn.versioning.overrides())
@@ -68,5 +69,5 @@ onsuccess:
     print_results_table()
     # a complete run (default target): record its config, commit DVC's lock (no second command)
     settings = workflow.dag_settings
-    if not (set(settings.targets) - {"all"} or settings.until or settings.omit_from):
+    if workflow.is_main_process and not (set(settings.targets) - {"all"} or settings.until or settings.omit_from):
         xsyn.versioning.finish(RUN, config)
