@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
+from ruamel.yaml import YAML
 from workspace import copy_repo, git_commit_all, run, snakemake
 
 from xsyn.config import load_config
@@ -162,7 +163,9 @@ def test_the_paper_run_is_versioned_under_its_own_config(paper_run):
     ws, cfg = paper_run
     recorded = yaml.safe_load((ws / "config/run.yaml").read_text())
     assert recorded["workflow"]["configfiles"] == list(PAPER[1:])
-    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]["workflow"]["params"]["config/run.yaml"]
+    # DVC writes its lock as YAML 1.2 (`no` stays a string, 5e-05 is a number)
+    lock = YAML(typ="safe", pure=True).load((ws / "dvc.lock").read_text())
+    lock = lock["stages"]["workflow"]["params"]["config/run.yaml"]
     for section in ("generator", "finetune", "synthesis", "detection", "device", "report"):
         assert lock[section] == cfg[section], section
     status = run([str(Path(sys.executable).parent / "dvc"), "status"], ws)
