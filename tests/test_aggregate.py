@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -77,6 +78,13 @@ def test_summary_mean_std_delta(metrics_dir, tmp_path):
     assert metrics["cells"]["phantom/yolov8n/test/xsyn-a/p25"]["dAP"] is None
     assert metrics["n_runs"] == 6
 
+    head = out / "headline" / "yolov8n" / "test"
+    assert sorted(p.name for p in head.iterdir()) == ["none.json", "xsyn-a.json", "xsyn-m.json"]
+    arm = json.loads((head / "xsyn-a.json").read_text())
+    assert arm["p10"] == {"AP": pytest.approx(35.0), "dAP": pytest.approx(10.0)}
+    assert arm["p25"]["dAP"] is None  # no real-only run at 25 %
+    assert json.loads((head / "none.json").read_text())["p10"] == {"AP": pytest.approx(25.0)}
+
 
 def test_per_class_and_plots(metrics_dir, tmp_path):
     out = tmp_path / "results"
@@ -101,6 +109,14 @@ def test_several_splits_and_models_get_own_sections(tmp_path):
     aggregate(root, tmp_path / "results")
     md = (tmp_path / "results" / "tables" / "main.md").read_text()
     assert md.count("## phantom · ") == 4
+    heads = sorted(str(p.relative_to(tmp_path / "results" / "headline"))
+                   for p in (tmp_path / "results" / "headline").rglob("*.json"))
+    assert heads == ["rtdetr-l/test_easy/none.json", "rtdetr-l/test_hard/none.json",
+                     "yolov8n/test_easy/none.json", "yolov8n/test_hard/none.json"]
+    # a second aggregate over fewer runs leaves no stale arm behind
+    shutil.rmtree(root / "test_hard")
+    aggregate(root, tmp_path / "results")
+    assert not list((tmp_path / "results" / "headline").rglob("test_hard"))
 
 
 def test_duplicate_run_is_an_error(metrics_dir, tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
+from ruamel.yaml import YAML
 from workspace import copy_repo, git_commit_all, run, snakemake
 
 from xsyn.config import load_config
@@ -154,3 +155,18 @@ def test_standins_have_the_downloads_layout(paper_run):
     for level in ("xray_train", "xray_test_easy", "xray_test_hard", "xray_test_hidden"):
         assert (standins / "PIDray/annotations" / f"{level}.json").is_file()
     assert (standins / "yolov8s.pt").is_file() and (standins / "rtdetr-l.pt").is_file()
+
+
+def test_the_paper_run_is_versioned_under_its_own_config(paper_run):
+    """The run commits DVC's lock under the configuration it merged (paper + overlay), not the
+    smoke profile's, and names the config files `dvc repro` runs again."""
+    ws, cfg = paper_run
+    recorded = yaml.safe_load((ws / "config/run.yaml").read_text())
+    assert recorded["workflow"]["configfiles"] == list(PAPER[1:])
+    # DVC writes its lock as YAML 1.2 (`no` stays a string, 5e-05 is a number)
+    lock = YAML(typ="safe", pure=True).load((ws / "dvc.lock").read_text())
+    lock = lock["stages"]["workflow"]["params"]["config/run.yaml"]
+    for section in ("generator", "finetune", "synthesis", "detection", "device", "report"):
+        assert lock[section] == cfg[section], section
+    status = run([str(Path(sys.executable).parent / "dvc"), "status"], ws)
+    assert status.stdout.strip() == "Data and pipelines are up to date.", status.stdout + status.stderr

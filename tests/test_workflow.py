@@ -2,8 +2,9 @@
 
 One module-scoped run of `snakemake --cores 2` (with a socket guard) feeds several checks:
 the final table exists and its numbers come from the runs; no network was touched; a
-second run does nothing; changing one value re-runs only what depends on it; `dvc repro`
-agrees with Snakemake and `dvc push`/`pull` restore the artifacts in a fresh clone; a
+second run does nothing; changing one value re-runs only what depends on it; the run left
+DVC's lock current under its own config; a code edit re-runs its rule and what follows;
+`dvc repro` agrees with Snakemake, and a clone that `dvc pull`s plans nothing; a
 workflow killed during fine-tuning resumes to the same results.
 """
 
@@ -50,9 +51,11 @@ def make_workspace(dest: Path) -> Path:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
+    """Every file's digest; Snakemake's empty `.snakemake_timestamp` marks are bookkeeping,
+    which DVC does not version (.dvcignore)."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".snakemake_timestamp"
     }
 
 
@@ -146,26 +149,83 @@ def test_adding_a_method_plans_only_its_shards_and_runs(finished):
         assert all("xsyn-m" in o for o in planned_outputs(text, rule)), rule
 
 
-def test_dvc_repro_agrees_and_push_pull_restore(finished, tmp_path):
-    dvc = str(BIN / "dvc")
+def dvc(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    return run([str(BIN / "dvc"), *args], workspace)
+
+
+def dvc_clean(workspace: Path) -> bool:
+    out = dvc(workspace, "status")
+    return out.returncode == 0 and out.stdout.strip() in ("", "Data and pipelines are up to date.")
+
+
+def test_one_run_is_versioned_under_its_own_config(finished):
+    """`snakemake` alone leaves DVC's lock current (no second command), with every section of
+    the config the run merged as its params."""
+    assert (finished / "dvc.lock").is_file()
+    assert dvc_clean(finished), dvc(finished, "status").stdout
+    recorded = yaml.safe_load((finished / "config/run.yaml").read_text())
+    assert recorded["workflow"]["configfiles"] == []
+    assert {"device", "report", "dataset", "detection"} <= set(recorded)
+    locked = yaml.safe_load((finished / "dvc.lock").read_text())["stages"]["workflow"]["params"]["config/run.yaml"]
+    assert locked["detection"]["epochs"] == REDUCED["detection"]["epochs"]
+    assert locked["report"]["grid_images"] == REDUCED["report"]["grid_images"]
+    shown = dvc(finished, "metrics", "show")
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.split() for line in shown.stdout.splitlines() if line.startswith("results/headline/")]
+    header = shown.stdout.splitlines()[0].split()
+    assert [r[0].rsplit("/", 1)[1] for r in rows] == ["none.json", "xsyn-a.json"], shown.stdout
+    assert header == ["Path", "p50.AP", "p50.dAP"], shown.stdout  # rows = arms, columns = shares
+
+
+def test_code_edit_reruns_its_rule_and_what_follows(finished):
+    """A comment in CAR's module: synthesis and everything after it, nothing upstream; DVC sees
+    the stage changed."""
+    car = finished / "xsyn/synthesis/car.py"
+    original = car.read_bytes()
+    car.write_bytes(original + b"\n# an edit\n")
+    try:
+        out = snakemake(finished, "-n")
+        jobs = planned_jobs(out.stdout + out.stderr)
+        assert out.returncode == 0, out.stderr[-3000:]
+        for rule in ("synthesize_shard", "gather", "train_detector", "evaluate", "aggregate"):
+            assert rule in jobs, jobs
+        assert jobs["train_detector"] == 1  # the xsyn-a run; real-only reads no synthetic data
+        for rule in ("phantom", "prepare", "finetune", "candidates", "generator_samples"):
+            assert rule not in jobs, jobs
+        status = dvc(finished, "status").stdout
+        assert "workflow" in status and "modified:" in status and "xsyn" in status, status
+    finally:
+        car.write_bytes(original)
+    assert dvc_clean(finished)
+    assert "Nothing to be done" in (lambda o: o.stdout + o.stderr)(snakemake(finished, "-n"))
+
+
+def test_dvc_repro_agrees_and_a_clone_pulls_instead_of_recomputing(finished, tmp_path):
     before = tree_digest(finished / "data/synthetic")
-    out = run([dvc, "repro"], finished)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert tree_digest(finished / "data/synthetic") == before  # snakemake had nothing to redo
-    assert run([dvc, "status"], finished).stdout.strip() in ("", "Data and pipelines are up to date.")
-    again = run([dvc, "repro"], finished)
-    assert again.returncode == 0 and "didn't change" in again.stdout + again.stderr
-    assert run([dvc, "push"], finished).returncode == 0
+    again = dvc(finished, "repro")
+    assert again.returncode == 0 and "didn't change" in again.stdout + again.stderr, again.stdout[-3000:]
+    assert tree_digest(finished / "data/synthetic") == before  # nothing redone
+    remote = tmp_path / "remote"
+    assert dvc(finished, "remote", "modify", "--local", "local", "url", str(remote)).returncode == 0
+    pushed = dvc(finished, "push")
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
     subprocess.run(["git", "add", "-A"], cwd=finished, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock"],
                    cwd=finished, check=True)
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(finished), str(clone)], check=True)
-    run([dvc, "remote", "modify", "local", "url", str(finished / ".dvc-storage")], clone)
-    pulled = run([dvc, "pull"], clone)
+    assert dvc(clone, "remote", "modify", "--local", "local", "url", str(remote)).returncode == 0
+    pulled = dvc(clone, "pull")
     assert pulled.returncode == 0, pulled.stderr[-3000:]
     for folder in ("data/phantom", "results/models/generator", "data/synthetic"):
         assert tree_digest(clone / folder) == tree_digest(finished / folder), folder
+    plan = snakemake(clone, "-n")
+    assert plan.returncode == 0 and "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-3000:]
+    assert dvc_clean(clone)
+    # the clone keeps Snakemake's records: a code edit there still re-runs its rules
+    car = clone / "xsyn/synthesis/car.py"
+    car.write_bytes(car.read_bytes() + b"\n# an edit\n")
+    assert "synthesize_shard" in planned_jobs((lambda o: o.stdout + o.stderr)(snakemake(clone, "-n")))
 
 
 def test_killed_during_finetune_resumes_to_the_same_result(finished, tmp_path):

@@ -15,14 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import xsyn
-
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 NETGUARD = Path(__file__).resolve().parent / "netguard"
-# The package the tests import: the workflow's `xsyn` commands import it too, so a venv whose
-# editable install points at another checkout still runs the code under test.
-PACKAGE_ROOT = Path(xsyn.__file__).resolve().parent.parent
 
 
 def tracked_files() -> list[str]:
@@ -51,7 +46,9 @@ def git_commit_all(workspace: Path, message: str = "init") -> None:
 def workflow_env(workspace: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "YOLO_", "XSYN_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join([str(NETGUARD), str(PACKAGE_ROOT)])
+    # the copy's own package runs (its rules' commands and the Snakefile read the same code, as
+    # in a clone with `pip install -e .`), so an edit in the copy is what the workflow sees
+    env["PYTHONPATH"] = os.pathsep.join([str(NETGUARD), str(workspace)])
     env["XSYN_NET_LOG"] = str(workspace / "network.log")
     env["XSYN_CACHE"] = str(workspace / ".cache" / "xsyn")
     return env

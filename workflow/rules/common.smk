@@ -11,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 
 from xsyn.config import load_config
 from xsyn.data.contract import share_tag
+from xsyn.fingerprint import code_fingerprint
 from xsyn.env import gpu_visible
 from xsyn.jobs import job_config, launcher, share_config
 from xsyn.methods import BUDGET, METHODS, model_runs, parse_sources, synthetic_sources
@@ -84,6 +85,12 @@ def synthetic_sets():
     needed = {(m, float(sh)) for m in config["synthesis"]["methods"] for sh in config["detection"]["shares"]}
     needed |= {(m, share) for source, share in arms() for m in synthetic_sources(source)}
     return sorted(needed) if PER_SHARE else sorted({(m, None) for m, _ in needed})
+
+
+def code_for(command):
+    """A digest of the code `xsyn command` runs (xsyn.fingerprint), passed as a param: editing a
+    module re-runs the rules whose command imports it, and what follows them, nothing else."""
+    return code_fingerprint(command)
 
 
 def synthetic_methods():

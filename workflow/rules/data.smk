@@ -8,6 +8,7 @@ if config["dataset"]["format"] == "phantom":
             directory(config["dataset"]["source"]),
         params:
             cfg=cfg_for("phantom"),
+            code=code_for("phantom"),
         log:
             "results/logs/phantom.log",
         shell:
@@ -21,6 +22,7 @@ rule prepare:
         directory(f"data/{DATASET}"),
     params:
         cfg=cfg_for("prepare"),
+        code=code_for("prepare"),
     log:
         "results/logs/prepare.log",
     shell:
@@ -38,6 +40,7 @@ if BUDGET_CONFIG and uses_budget():
             directory("data/raw/budget"),
         params:
             cfg=cfg_for("phantom", cfg=BUDGET_CFG),
+            code=code_for("phantom"),
         log:
             "results/logs/budget_phantom.log",
         shell:
@@ -50,6 +53,7 @@ if BUDGET_CONFIG and uses_budget():
             directory(BUDGET_DATASET),
         params:
             cfg=cfg_for("prepare", cfg=BUDGET_CFG),
+            code=code_for("prepare"),
         log:
             "results/logs/budget_prepare.log",
         shell:

@@ -29,6 +29,7 @@ rule train_detector:
         "results/runs/{dataset}/{model}/{source}/p{share}/s{seed}/weights.pt",
     params:
         cfg=lambda w: cfg_for("train-detector", w.source),
+        code=code_for("train-detector"),
         model=lambda w: MODELS[w.model],
         run_dir=lambda w, output: str(Path(output[0]).parent),
         synthetic_root=synthetic_root,
@@ -53,6 +54,7 @@ rule evaluate:
         "results/metrics/{dataset}/{model}/{source}/p{share}/s{seed}.json",
     params:
         cfg=cfg_for("evaluate"),
+        code=code_for("evaluate"),
     resources:
         gpu=GPU_JOB,
     log:

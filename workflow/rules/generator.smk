@@ -18,6 +18,7 @@ rule finetune:
         directory(GENERATOR),
     params:
         cfg=lambda w: cfg_for("finetune", share=job_share(w)),
+        code=code_for("finetune"),
         launch=launcher(FINETUNE_GPUS, config["finetune"]["mixed_precision"]),
     resources:
         gpu=GPU_JOB * FINETUNE_GPUS,
@@ -42,6 +43,7 @@ rule generator_samples:
                labels={"source": "generator"}),
     params:
         cfg=cfg_for("samples", share=SAMPLES_SHARE),
+        code=code_for("samples"),
     resources:
         gpu=GPU_JOB,
     log:

@@ -7,6 +7,7 @@ rule aggregate:
         metric_files(),
     output:
         metrics="results/metrics.json",
+        headline=directory("results/headline"),  # what `dvc metrics show` prints: AP, ΔAP per arm and share
         table=report("results/tables/main.md", caption="../report/main_table.rst",
                      category="Results", labels={"table": "main"}),
         csv="results/tables/main.csv",
@@ -18,6 +19,8 @@ rule aggregate:
                           category="Plots", labels={"plot": "per-class AP"}),
         pr_plot=report("results/plots/pr_curves.png", caption="../report/pr_curves.rst",
                        category="Plots", labels={"plot": "PR curves"}),
+    params:
+        code=code_for("aggregate"),
     log:
         "results/logs/aggregate.log",
     shell:
@@ -38,6 +41,7 @@ rule compare:
         metrics="results/study.json",
     params:
         cfg=cfg_for("compare"),
+        code=code_for("compare"),
     log:
         "results/logs/compare.log",
     shell:
@@ -53,6 +57,7 @@ rule grid_real:
                labels={"source": "real"}),
     params:
         n=config["report"]["grid_images"],
+        code=code_for("show"),
     log:
         "results/logs/grids/real.log",
     shell:
@@ -75,6 +80,7 @@ rule grid_synthetic:
                category="Samples", labels={"source": "{method}"}),
     params:
         n=config["report"]["grid_images"],
+        code=code_for("show"),
     log:
         "results/logs/grids/{method}.log",
     shell:
@@ -88,6 +94,7 @@ rule config_snapshot:
                labels={"file": "config"}),
     params:
         cfg=lambda w: json.dumps(config, sort_keys=True),
+        code=code_for("config"),
     log:
         "results/logs/config_snapshot.log",
     shell:

@@ -51,6 +51,7 @@ rule candidates:
         "data/candidates/{dataset}/{split}/shard-{index}-of-{nshards}.json",
     params:
         cfg=cfg_for("candidates"),
+        code=code_for("candidates"),
     resources:
         gpu=GPU_JOB if USES_SAM else 0,
     log:
@@ -70,6 +71,7 @@ rule synthesize_shard:
         directory(SHARD_DIR + "/shard-{index}-of-{nshards}"),
     params:
         cfg=lambda w: cfg_for("synthesize", w.method, share=job_share(w)),
+        code=code_for("synthesize"),
         generator=lambda w, input: f"--generator {input.generator[0]}" if input.generator else "",
         candidates=lambda w, input: f"--candidates {input.candidates[0]}" if input.candidates else "",
     resources:
@@ -87,6 +89,8 @@ rule gather:
         shard_dirs,
     output:
         directory(SYNTHETIC + "/{method}"),
+    params:
+        code=code_for("gather"),
     log:
         "results/logs/gather/{dataset}" + SHARE_LEVEL + "/{method}.log",
     shell:

@@ -7,7 +7,9 @@ Example::
 Writes ``OUT/metrics.json`` (per dataset/model/split/source/share: mean ± std of AP,
 AP50, AP75 over seeds, Δ vs real-only, n seeds), ``OUT/tables/main.{csv,md}``,
 ``OUT/tables/per_class.{csv,md}``, ``OUT/plots/map_vs_share.{png,csv}``,
-``OUT/plots/per_class_ap.png`` and ``OUT/plots/pr_curves.{png,csv}``; prints the main table.
+``OUT/plots/per_class_ap.png``, ``OUT/plots/pr_curves.{png,csv}`` and the headline metrics
+``OUT/headline/<model>/<split>/<source>.json`` (mean AP and ΔAP per share, what
+``dvc metrics show`` prints); prints the main table.
 """
 
 from __future__ import annotations

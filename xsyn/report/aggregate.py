@@ -13,6 +13,7 @@ split and share.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,35 @@ def metrics_summary(summary: pd.DataFrame, n_runs: int) -> dict[str, Any]:
     return {"unit": "percent (COCO AP x 100, pycocotools)", "n_runs": n_runs, "cells": cells}
 
 
+def headline(summary: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """The headline metrics, for ``dvc metrics show`` / ``diff``: one small file per
+    (model, split, source), path ``<model>/<split>/<source>.json``, holding mean AP over seeds
+    and ΔAP vs real-only at each share (``{"p10": {"AP": …, "dAP": …}}``; real-only has no Δ).
+
+    One file per arm because DVC prints one row per file and one column per key: rows =
+    arms, columns = shares, which stays one screen as the matrix grows, where one file of every
+    cell was one row hundreds of columns wide. The dataset is the run's own (one per run);
+    ``metrics.json`` keeps every cell with its spread for plots and tables."""
+    files: dict[str, dict[str, Any]] = {}
+    for row in summary.itertuples(index=False):
+        cell: dict[str, Any] = {"AP": _round(row.AP_mean)}
+        if row.source != REAL_ONLY:
+            cell["dAP"] = _round(row.dAP)
+        files.setdefault(f"{row.model}/{row.split}/{row.source}.json", {})[f"p{share_label(row.share)}"] = cell
+    return files
+
+
+def write_headline(summary: pd.DataFrame, folder: Path) -> None:
+    """Write :func:`headline` into ``folder`` (written whole under a temporary name, then
+    renamed, so an arm dropped from the matrix leaves no file behind)."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel, data in headline(summary).items():
+        write_json(tmp / rel, data)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
 def _round(v: float) -> float | None:
     return None if v is None or np.isnan(v) else round(float(v), 3)
 
@@ -224,7 +254,8 @@ def aggregate(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike) -> pd.
     """Read ``metrics_dir``, write ``out_dir/{metrics.json, tables/, plots/}``; returns the summary.
 
     Files: ``metrics.json``; ``tables/main.{csv,md}``, ``tables/per_class.{csv,md}``;
-    ``plots/map_vs_share.{png,csv}``, ``plots/per_class_ap.png``, ``plots/pr_curves.{png,csv}``.
+    ``plots/map_vs_share.{png,csv}``, ``plots/per_class_ap.png``, ``plots/pr_curves.{png,csv}``;
+    ``headline/<model>/<split>/<source>.json`` (:func:`headline`).
     """
     from xsyn.report.plots import write_plots
 
@@ -248,4 +279,5 @@ def aggregate(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike) -> pd.
     _write_csv(pr, plots / "pr_curves.csv")
     write_plots(map_table, pc, pr, plots)
     write_json(out_dir / "metrics.json", metrics_summary(summary, n_runs))
+    write_headline(summary, out_dir / "headline")
     return summary
