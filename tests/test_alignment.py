@@ -150,7 +150,8 @@ def test_finetune_with_alignment_trains_the_aligned_projections(tmp_path):
                                                                 "vae": None, "text_encoder": None, "tokenizer": None})
         cfg["finetune"].update(stages=[{"name": "inpainting", "steps": 3, "inpaint": True}], vae_steps=0,
                                inpaint_crop=0, cache_latents=False, caption_drop_prob=0.0)
-        cfg["finetune"]["attention_alignment"].update(token_weight=weight, resolutions=[side // 2])
+        cfg["finetune"]["attention_alignment"].update(token_weight=weight, pixel_weight=0.0, mse_weight=0.0,
+                                                      resolutions=[side // 2])
         tuner = FineTuner(cfg, ds, tmp_path / out, tmp_path / f"{out}.work")
         return tuner.train()
 

@@ -39,6 +39,7 @@ NOT_CONFIG = {
     ("xsyn/data/contract.py", "name"): "a COCO category record",
     ("xsyn/detection/train.py", "ema"): "an ultralytics checkpoint",
     ("xsyn/synthesis/pipeline.py", "enabled"): "XsynPipeline's car/bom argument: {alpha, when} asks for BOM",
+    ("xsyn/versioning.py", "config"): "config/run.yaml's record of a run: the --config values it was given",
 }
 
 
