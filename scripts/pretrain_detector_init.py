@@ -20,31 +20,20 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+from asset_run import REPO, git_commit, xsyn
 
 from xsyn.config import load_config
 from xsyn.data.benign import write_benign_dataset
 from xsyn.io import atomic_dir, read_json
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "pretrain-detector.yaml"
 WEIGHTS = "yolov8n-benign.pt"
 # phantom seeds other data of the project use: the smoke/study data, the tiny generator's
 # pre-training set (config/pretrain-tiny.yaml), the CAR referee's set (benchmarks/referee.py)
 TAKEN_SEEDS = {0: "the smoke/study dataset", 1: "the tiny generator's pre-training set", 2: "the CAR referee's set"}
-
-
-def xsyn(*args: str) -> None:
-    cmd = [sys.executable, "-m", "xsyn", *args]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def started(work: Path) -> dict:

@@ -21,31 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from asset_run import REPO, git_commit, xsyn
 
 from xsyn.config import load_config
 from xsyn.generator.factory import load_generator, write_generator
 from xsyn.io import atomic_dir
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "pretrain-tiny.yaml"
 ALIGN_CONFIG = REPO / "config" / "pretrain-tiny-align.yaml"
-
-
-def xsyn(*args: str) -> None:
-    cmd = [sys.executable, "-m", "xsyn", *args]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def export(base: Path, trained: Path, out: Path, minutes: float, extra: list[str], seed: int) -> None:

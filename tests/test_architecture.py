@@ -9,18 +9,10 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from xsyn.fingerprint import modules as package_modules
+
 PACKAGE = Path(__file__).resolve().parent.parent / "xsyn"
 MAX_FUNCTION_LINES = 80
-
-
-def module_files() -> dict[str, Path]:
-    out = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        out[".".join(parts)] = path
-    return out
 
 
 def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
@@ -82,7 +74,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = module_files()
+    modules = package_modules(PACKAGE)
     return {name: imported_modules(name, path, modules) for name, path in modules.items()}
 
 
