@@ -59,14 +59,19 @@ def plot_map_vs_share(table: pd.DataFrame, path: str | os.PathLike) -> None:
         shares = sorted(df["share"].unique())
         if len(shares) > 1 and shares[-1] / shares[0] >= 10:
             ax.set_xscale("log")
-        ax.set_xticks(shares, [share_label(s) for s in shares])
+        share_axes(ax, shares, "AP (%)", f"{dataset} · {model} · {split}", legend_size=8)
         ax.minorticks_off()
-        ax.set_xlabel("real training data (%)")
-        ax.set_ylabel("AP (%)")
-        ax.set_title(f"{dataset} · {model} · {split}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     save(fig, path)
+
+
+def share_axes(ax: plt.Axes, shares: list[float], ylabel: str, title: str, legend_size: int) -> None:
+    """The labelling every AP-vs-share panel shares (the map table's and the study's)."""
+    ax.set_xticks(shares, [share_label(s) for s in shares])
+    ax.set_xlabel("real training data (%)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
 
 
 def plot_per_class(pc: pd.DataFrame, path: str | os.PathLike) -> None:

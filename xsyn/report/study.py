@@ -225,7 +225,7 @@ def study_metrics(df: pd.DataFrame, boot: Mapping[str, Any]) -> dict[str, Any]:
 def plot_study(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """AP vs share, one line per arm with its CI band; an arm run at one share is a point
     with its CI as an error bar."""
-    from xsyn.report.plots import _colours, _panels, save
+    from xsyn.report.plots import _colours, _panels, save, share_axes
 
     groups = list(df.groupby(GROUP, sort=False))
     fig, axes = _panels(max(len(groups), 1))
@@ -240,13 +240,8 @@ def plot_study(df: pd.DataFrame, path: str | os.PathLike) -> None:
             else:
                 ax.errorbar(d["share"], d["AP_mean"], yerr=[d["AP_mean"] - d["AP_lo"], d["AP_hi"] - d["AP_mean"]],
                             marker="s", capsize=3, linestyle="none", **style)
-        shares = sorted(g["share"].unique())
-        ax.set_xticks(shares, [share_label(s) for s in shares])
-        ax.set_xlabel("real training data (%)")
-        ax.set_ylabel("AP (%), bootstrap CI")
-        ax.set_title(f"{dataset} · {model} · {split}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        share_axes(ax, sorted(g["share"].unique()), "AP (%), bootstrap CI", f"{dataset} · {model} · {split}",
+                   legend_size=7)
     save(fig, path)
 
 
