@@ -20,6 +20,11 @@ Usage::
 
     python benchmarks/car_quality.py --dataset data/phantom --oracle-maps
     python benchmarks/car_quality.py --dataset data/phantom --generator results/models/generator
+
+``--gate-scores`` / ``--gate-overlaps`` add a row per trust-gate setting (CAR's
+``min_score`` / ``min_overlap``, xsyn.synthesis.car.gate) over the *same* refinements: the
+rows differ only in which refined boxes the gate sends back to the request. Choose the
+gate on ``--split val``, then report it on test.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from xsyn.config import load_config
 from xsyn.data.boxes import clip_xywh, iou_xywh
 from xsyn.data.contract import DatasetError, annotations_by_image, category_names, load_split
 from xsyn.detection.evaluate import coco_evaluate
-from xsyn.synthesis.car import refine_boxes
+from xsyn.synthesis.car import gate, refine_boxes
 from xsyn.synthesis.cues import cue_maps, request_prior
 from xsyn.synthesis.segmenters import make_segmenter
 
@@ -217,6 +222,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "configured one; real mode has only attention)")
     p.add_argument("--priors", default=None,
                    help="request-prior exponents to compare (comma list; default: the configured one)")
+    p.add_argument("--gate-scores", default=None, metavar="LIST",
+                   help="comma-separated CAR min_score values to add as gate rows (grid with --gate-overlaps)")
+    p.add_argument("--gate-overlaps", default=None, metavar="LIST",
+                   help="comma-separated CAR min_overlap values to add as gate rows")
     p.add_argument("--no-control", action="store_true",
                    help=f"skip the control rows (cue {CONTROL!r}: the request prior alone seeds the segmenter)")
     p.add_argument("--repeats", type=int, default=1,
@@ -244,6 +253,14 @@ def variant_name(segmenter: str, cue: str, prior: float, default: tuple[str, flo
     if (cue, prior) == default:
         return segmenter
     return f"{segmenter} | cue {cue} | prior {prior:g}"
+
+
+def gate_grid(args, car_cfg: dict) -> list[tuple[float, float]]:
+    """(min_score, min_overlap) pairs to tally, the configured pair first (it keeps the row's name)."""
+    configured = (float(car_cfg["min_score"]), float(car_cfg["min_overlap"]))
+    scores = [float(v) for v in args.gate_scores.split(",")] if args.gate_scores else [configured[0]]
+    overlaps = [float(v) for v in args.gate_overlaps.split(",")] if args.gate_overlaps else [configured[1]]
+    return list(dict.fromkeys([configured, *((s, o) for s in scores for o in overlaps)]))
 
 
 class Tally:
@@ -283,8 +300,12 @@ def paired_gain(ious: list[float], requested: list[float], seed: int, draws: int
 
 def refine_all(rows: dict[str, Tally], image: np.ndarray, maps, requested, car_cfg: dict,
                segmenters: dict, cues: list[str], priors: list[float], default: tuple[str, float],
-               image_id: int, category_ids, truths, source: np.ndarray | None = None) -> None:
-    """Refine the same requests with every (segmenter, cue, prior) and tally them."""
+               image_id: int, category_ids, truths, source: np.ndarray | None = None,
+               gates: list[tuple[float, float]] | None = None) -> None:
+    """Refine the same requests with every (segmenter, cue, prior) and tally them, once per
+    trust gate (``gates``; the first is the configured one and keeps the plain name)."""
+    gates = gates or [(float(car_cfg["min_score"]), float(car_cfg["min_overlap"]))]
+    open_cfg = {**car_cfg, "min_score": 0.0, "min_overlap": 0.0}  # gated below, per row
     for cue in cues:
         for prior in priors:
             cue_cfg = (request_only(requested, image.shape[:2], prior) if cue == CONTROL else
@@ -292,10 +313,14 @@ def refine_all(rows: dict[str, Tally], image: np.ndarray, maps, requested, car_c
             for seg_name, seg in segmenters.items():
                 name = variant_name(seg_name, cue, prior, default)
                 t0 = time.perf_counter()
-                res = refine_boxes(image, cue_cfg, requested, car_cfg, segmenter=seg)
+                res = refine_boxes(image, cue_cfg, requested, open_cfg, segmenter=seg)
                 rows.setdefault(name, Tally()).seconds += time.perf_counter() - t0
-                for r, cid, truth in zip(res, category_ids, truths, strict=True):
-                    rows[name].add(image_id, cid, r.box, r.score, r.fallback, truth)
+                for k, (min_score, min_overlap) in enumerate(gates):
+                    row = name if k == 0 else f"{name} | gate {min_score:g}/{min_overlap:g}"
+                    tally = rows.setdefault(row, Tally())
+                    for r, req, cid, truth in zip(res, requested, category_ids, truths, strict=True):
+                        r = gate(r, req, min_score, min_overlap)
+                        tally.add(image_id, cid, r.box, r.score, r.fallback, truth)
 
 
 def real_scan_rows(args, cfg, root, coco, images, names, segmenters, cues, priors, default) -> tuple[dict, dict]:
@@ -325,7 +350,8 @@ def real_scan_rows(args, cfg, root, coco, images, names, segmenters, cues, prior
         cids = [ann["category_id"] for ann in anns]
         for box, cid, t in zip(requested, cids, truth, strict=True):
             rows["requested"].add(sid, cid, box, 1.0, False, t)
-        refine_all(rows, image, maps, requested, car_cfg, segmenters, cues, priors, default, sid, cids, truth)
+        refine_all(rows, image, maps, requested, car_cfg, segmenters, cues, priors, default, sid, cids, truth,
+                   gates=gate_grid(args, car_cfg))
     gt = {"images": gt_images, "categories": coco["categories"], "annotations": gt_anns}
     return rows, {"gt": gt, "jitter": {"shift": shift, "scale": list(scale)}, "repeats": args.repeats}
 
@@ -401,7 +427,7 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
                                 "bbox": t, "area": t[2] * t[3], "iscrowd": 0})
                 rows["requested"].add(img["id"], cid, reqs[n], 1.0, False, t)
             refine_all(rows, generated, maps, reqs, car_cfg, segmenters, cues, priors, default,
-                       img["id"], cids, truths, source=src)
+                       img["id"], cids, truths, source=src, gates=gate_grid(args, car_cfg))
     gt = {"images": gt_images, "categories": coco["categories"], "annotations": gt_anns}
     return rows, {"gt": gt, "referee": {"own_held_out": referee.info.get("own_held_out"),
                                          "real_windows_of_this_split": referee_real},

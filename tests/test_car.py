@@ -14,6 +14,7 @@ from xsyn.synthesis.car import (
     CarResult,
     attention_points,
     box_from_mask,
+    gate,
     high_attention,
     refine_boxes,
 )
@@ -265,12 +266,16 @@ def test_benchmark_oracle_mode_runs_and_car_wins(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "car.json"
-    assert bench.main(["--dataset", str(tmp_path), "--oracle-maps", "--out", str(out)]) == 0
+    assert bench.main(["--dataset", str(tmp_path), "--oracle-maps", "--out", str(out),
+                       "--gate-scores", "0,1", "--gate-overlaps", "0"]) == 0
     assert "grabcut" in capsys.readouterr().out
     table = {row["method"]: row for row in json.loads(out.read_text())["table"]}
     assert table["grabcut"]["mean_IoU"] > table["requested"]["mean_IoU"] + 0.1
     assert table["grabcut"]["AP"] > table["requested"]["AP"]
     assert table["requested"]["fallback_rate"] == 0.0
+    # a gate no refined box passes (confidence ≥ 1) gives the requests back, flagged
+    shut = table["grabcut | gate 1/0"]
+    assert shut["mean_IoU"] == pytest.approx(table["requested"]["mean_IoU"]) and shut["fallback_rate"] == 1.0
 
 
 def test_box_from_mask_merges_pieces_of_an_occluded_item():
@@ -280,3 +285,24 @@ def test_box_from_mask_merges_pieces_of_an_occluded_item():
     mask[45:47, 45:47] = True  # 4 px speck
     assert box_from_mask(mask) == [5.0, 10.0, 15.0, 10.0]
     assert box_from_mask(mask, merge_ratio=0.2) == [5.0, 10.0, 30.0, 10.0]
+
+
+def test_gate_keeps_the_request_where_the_refinement_is_not_trusted():
+    requested = [10.0, 10.0, 20.0, 20.0]
+    near = CarResult([12.0, 11.0, 18.0, 20.0], 0.6, False, 0.2)  # IoU with the request 0.82
+    far = CarResult([40.0, 40.0, 20.0, 20.0], 0.6, False, 0.2)  # left the request behind
+    assert gate(near, requested, 0.0, 0.0) is near and gate(far, requested, 0.0, 0.0) is far  # off
+    assert gate(near, requested, 0.5, 0.5) is near
+    for kept in (gate(near, requested, 0.7, 0.0), gate(far, requested, 0.0, 0.3)):
+        assert kept.fallback and kept.box == requested and kept.score == 0.2
+    fallen = CarResult(requested, 0.1, True, 0.1)
+    assert gate(fallen, requested, 1.0, 1.0) is fallen
+
+
+def test_refine_boxes_applies_the_configured_gate():
+    img, attn, truth = scene(np.random.default_rng(0))
+    request = perturb(truth, np.random.default_rng(1))
+    (free,) = refine_boxes(img, [attn], [request], CFG)
+    assert not free.fallback
+    (gated,) = refine_boxes(img, [attn], [request], {**CFG, "min_overlap": 1.0})
+    assert gated.fallback and gated.box == request and gated.score == free.request_score

@@ -74,7 +74,7 @@ def test_difference_cue_refines_a_loose_request_to_the_painted_item():
     source, generated = scan_with_item(None), scan_with_item((22, 22, 12, 10))
     request = [14.0, 16.0, 30.0, 24.0]
     cfg = {"enabled": True, "segmenter": "grabcut", "split_depth": 4, "min_scale": 0.1, "max_scale": 2.0,
-           "margin": 0.25, "threshold": "otsu", "grabcut_iterations": 5, "merge_ratio": 0.2, "restrict": 0.25}
+           "min_score": 0.0, "min_overlap": 0.0, "margin": 0.25, "threshold": "otsu", "grabcut_iterations": 5, "merge_ratio": 0.2, "restrict": 0.25}
     flat = np.ones((64, 64), np.float32)
     maps = cue_maps("difference", [flat], [request], source, generated, blur=0.5)
     (res,) = refine_boxes(generated, maps, [request], cfg, segmenter=make_segmenter(cfg))
