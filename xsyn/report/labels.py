@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from xsyn.data.contract import share_tag
-from xsyn.methods import REAL_ONLY
+from xsyn.methods import REAL_ONLY, REAL_REPEAT
 
 share_label = share_tag  # "10", "2.5": the same spelling as the results paths
 
@@ -17,5 +17,8 @@ def source_order(sources: Iterable[str]) -> list[str]:
 
 
 def source_label(source: str, prefix: str = "real + ") -> str:
-    """``none`` → ``real only``; ``xsyn-a`` → ``real + xsyn-a`` (or another ``prefix``)."""
-    return "real only" if source == REAL_ONLY else f"{prefix}{source}"
+    """``none`` → ``real only``; ``real-repeat`` → ``real repeated`` (nothing is added to the real
+    scans); ``xsyn-a`` → ``real + xsyn-a`` (or another ``prefix``)."""
+    if source == REAL_ONLY:
+        return "real only"
+    return "real repeated" if source == REAL_REPEAT else f"{prefix}{source}"
