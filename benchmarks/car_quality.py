@@ -300,11 +300,11 @@ def paired_gain(ious: list[float], requested: list[float], seed: int, draws: int
 
 def refine_all(rows: dict[str, Tally], image: np.ndarray, maps, requested, car_cfg: dict,
                segmenters: dict, cues: list[str], priors: list[float], default: tuple[str, float],
-               image_id: int, category_ids, truths, source: np.ndarray | None = None,
-               gates: list[tuple[float, float]] | None = None) -> None:
+               image_id: int, category_ids, truths, gates: list[tuple[float, float]],
+               source: np.ndarray | None = None) -> None:
     """Refine the same requests with every (segmenter, cue, prior) and tally them, once per
-    trust gate (``gates``; the first is the configured one and keeps the plain name)."""
-    gates = gates or [(float(car_cfg["min_score"]), float(car_cfg["min_overlap"]))]
+    trust gate (``gates``, from :func:`gate_grid`: the first is the configured one and keeps the
+    plain name)."""
     open_cfg = {**car_cfg, "min_score": 0.0, "min_overlap": 0.0}  # gated below, per row
     for cue in cues:
         for prior in priors:
@@ -332,6 +332,7 @@ def real_scan_rows(args, cfg, root, coco, images, names, segmenters, cues, prior
     by_image = annotations_by_image(coco)
     capture = RealScanCapture(args.generator, cfg, args.device or cfg["device"], args.seed) if args.generator else None
     rng = np.random.default_rng(args.seed)
+    gates = gate_grid(args, car_cfg)
     rows: dict[str, Tally] = {"requested": Tally()}
     gt_images, gt_anns = [], []
     for sample in tqdm(repeated(images, args.repeats), desc="CAR benchmark (real scans)", unit="img"):
@@ -351,7 +352,7 @@ def real_scan_rows(args, cfg, root, coco, images, names, segmenters, cues, prior
         for box, cid, t in zip(requested, cids, truth, strict=True):
             rows["requested"].add(sid, cid, box, 1.0, False, t)
         refine_all(rows, image, maps, requested, car_cfg, segmenters, cues, priors, default, sid, cids, truth,
-                   gates=gate_grid(args, car_cfg))
+                   gates)
     gt = {"images": gt_images, "categories": coco["categories"], "annotations": gt_anns}
     return rows, {"gt": gt, "jitter": {"shift": shift, "scale": list(scale)}, "repeats": args.repeats}
 
@@ -403,6 +404,7 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
             jobs.append(({**img, "id": sid}, layout, src, seed))
     batch = int(syn["batch_size"]) if syn["batch_size"] != "auto" else 4
     capture_cfg = {**car_cfg, "cue": "attention", "device": args.device or cfg["device"]}
+    gates = gate_grid(args, car_cfg)
     for i in tqdm(range(0, len(jobs), batch), desc="CAR benchmark (generated scans)", unit="batch"):
         chunk = jobs[i:i + batch]
         out = pipe([j[1] for j in chunk], [j[2] for j in chunk], seeds=[j[3] for j in chunk],
@@ -427,7 +429,7 @@ def generated_scan_rows(args, cfg, root, coco, images, segmenters, cues, priors,
                                 "bbox": t, "area": t[2] * t[3], "iscrowd": 0})
                 rows["requested"].add(img["id"], cid, reqs[n], 1.0, False, t)
             refine_all(rows, generated, maps, reqs, car_cfg, segmenters, cues, priors, default,
-                       img["id"], cids, truths, source=src, gates=gate_grid(args, car_cfg))
+                       img["id"], cids, truths, gates, source=src)
     gt = {"images": gt_images, "categories": coco["categories"], "annotations": gt_anns}
     return rows, {"gt": gt, "referee": {"own_held_out": referee.info.get("own_held_out"),
                                          "real_windows_of_this_split": referee_real},

@@ -17,9 +17,9 @@ denoising steps, upsampled to the image) and refines each box to the item drawn:
 5. a trust gate (ours; off in the authors' rule): a refined box whose confidence is below
    ``min_score``, or whose IoU with the request is below ``min_overlap``, is replaced by the
    requested box and flagged too (:func:`gate`). A refiner that is right on average can
-   still lose a box outright (AP50 drops when it does); the gate keeps the request exactly
-   where the two witnesses below disagree, or where the refined box left the request
-   behind. Its thresholds are chosen on val (``benchmarks/car_quality.py --gates``).
+   still lose a box outright (AP50 drops when it does). Thresholds are chosen on val
+   (``benchmarks/car_quality.py --gate-scores/--gate-overlaps``); on the smoke generator no
+   gate beat the ungated boxes on mean IoU, so both profiles keep it off (benchmarks/README).
 
 Two departures from the authors, both measured on phantom ground truth
 (``benchmarks/car_quality.py``): the segmenter's mask is kept within a dilation
