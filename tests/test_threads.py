@@ -172,6 +172,12 @@ def test_rules_give_detectors_one_thread_and_torch_jobs_the_cores_on_cpu(clean_c
     assert by_rule["synthesize_shard[tip]"] == {(1, 0)}
 
 
+def test_torch_threads_lets_torch_jobs_run_side_by_side(clean_checkout):
+    jobs = planned_jobs(clean_checkout, "--cores", "4", "--config", "device=cpu", "torch_threads=1")
+    threads = {j["rule"]: j["threads"] for j in jobs if j["rule"] in ("finetune", "synthesize_shard", "train_detector")}
+    assert threads == {"finetune": 1, "synthesize_shard": 1, "train_detector": 1}
+
+
 def test_gpu_jobs_take_turns_at_the_gpu(clean_checkout):
     jobs = planned_jobs(clean_checkout, "--cores", "4", "--config", "device=cuda")
     gpu = {j["rule"] for j in jobs if j["gpu"] == 1}

@@ -35,8 +35,9 @@ MATRIX = (
     "synthesis.methods", "synthesis.shards", "synthesis.per_share",
     "detection.models", "detection.shares", "detection.sources", "detection.seeds", "detection.ablations",
 )
-# Read by the workflow alone (which configuration made the budget control's data), never by a job.
-WORKFLOW = ("detection.budget.config",)
+# Read by the workflow alone (which configuration made the budget control's data, how many threads a
+# torch job holds), never by a job.
+WORKFLOW = ("detection.budget.config", "torch_threads")
 
 # Sampling settings every generator method uses, and where its candidate regions come from.
 SAMPLING = tuple(f"synthesis.{k}" for k in (

@@ -46,9 +46,10 @@ wildcard_constraints:
 
 # Threads (README, "Threads"): Snakemake exports OMP_NUM_THREADS = a job's threads: and xsyn
 # holds torch to it. Torch's numbers depend on the thread count, so each rule keeps the count
-# its results were made with: fine-tuning and diffusion sampling one job with up to 8 cores,
-# detectors 1 thread (what ultralytics gave them before), so that they run side by side.
-TORCH_THREADS = max(1, min(workflow.cores, 8))
+# its results were made with: fine-tuning and diffusion sampling one job with up to 8 cores
+# (or `torch_threads`, e.g. 1 so that several run side by side), detectors 1 thread (what
+# ultralytics gave them before), so that they run side by side.
+TORCH_THREADS = config.get("torch_threads") or max(1, min(workflow.cores, 8))
 DETECTOR_THREADS = 1
 # Jobs on a GPU take turns at it (the default profile declares gpu=1); on the CPU they hold
 # no gpu and run side by side as far as the cores allow.
