@@ -49,7 +49,7 @@ wildcard_constraints:
 # its results were made with: fine-tuning and diffusion sampling one job with up to 8 cores
 # (or `torch_threads`, e.g. 1 so that several run side by side), detectors 1 thread (what
 # ultralytics gave them before), so that they run side by side.
-TORCH_THREADS = config.get("torch_threads") or max(1, min(workflow.cores, 8))
+TORCH_THREADS = config["torch_threads"] or max(1, min(workflow.cores, 8))
 DETECTOR_THREADS = 1
 # Jobs on a GPU take turns at it (the default profile declares gpu=1); on the CPU they hold
 # no gpu and run side by side as far as the cores allow.
